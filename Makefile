@@ -1,0 +1,39 @@
+# Stockade: `make run` starts the API (and, as it grows, the sandbox cloud); `make test` runs
+# the whole suite. Both install what is missing first (system packages need root).
+
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+APT_PKGS := nftables libnftables1 iproute2 nmap postgresql wrk iperf3 dnsutils curl netcat-openbsd
+ARGS    ?=
+
+.PHONY: run test deps system-deps lint format bench clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+deps: system-deps $(STAMP)
+
+system-deps:
+	@bash scripts/system-deps.sh $(APT_PKGS)
+
+run: deps
+	$(BIN)/stockade serve $(ARGS)
+
+test: deps
+	$(BIN)/pytest -q $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+format: $(STAMP)
+	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,148 @@
+"""Accounts and their access keys (administered by the `stockade account` CLI, not the API)."""
+
+from __future__ import annotations
+
+import secrets
+import string
+from dataclasses import dataclass
+
+from sqlalchemy import delete, insert, select
+
+from stockade.store import schema
+from stockade.store.db import Store, utcnow
+
+DEFAULT_ACCOUNT = "default"
+_KEY_ALPHABET = string.ascii_uppercase + "234567"
+_SECRET_ALPHABET = string.ascii_letters + string.digits + "+/"
+
+
+class AccountError(Exception):
+    """A mistake in an account command (unknown name, duplicate name)."""
+
+
+@dataclass(frozen=True)
+class Account:
+    name: str
+    account_id: str
+    access_key_id: str
+    secret_access_key: str
+
+    def as_json(self) -> dict[str, str]:
+        return {
+            "name": self.name,
+            "account_id": self.account_id,
+            "access_key_id": self.access_key_id,
+            "secret_access_key": self.secret_access_key,
+        }
+
+
+def _new_account_id(store: Store) -> str:
+    while True:
+        candidate = str(secrets.randbelow(9 * 10**11) + 10**11)
+        with store.read() as conn:
+            if (
+                conn.execute(
+                    select(schema.accounts.c.id).where(schema.accounts.c.id == candidate)
+                ).first()
+                is None
+            ):
+                return candidate
+
+
+def create(store: Store, name: str) -> Account:
+    if not name or len(name) > 64 or not all(c.isalnum() or c in "-_." for c in name):
+        raise AccountError(
+            f"invalid account name {name!r}: use 1-64 letters, digits, '-', '_' or '.'"
+        )
+    account_id = _new_account_id(store)
+    key = "AKIA" + "".join(secrets.choice(_KEY_ALPHABET) for _ in range(16))
+    secret = "".join(secrets.choice(_SECRET_ALPHABET) for _ in range(40))
+    with store.write() as tx:
+        taken = tx.conn.execute(
+            select(schema.accounts.c.id).where(schema.accounts.c.name == name)
+        ).first()
+        if taken is not None:
+            raise AccountError(f"an account named {name!r} already exists")
+        tx.conn.execute(
+            insert(schema.accounts).values(id=account_id, name=name, created_at=utcnow())
+        )
+        tx.conn.execute(
+            insert(schema.access_keys).values(
+                access_key_id=key,
+                account_id=account_id,
+                secret_access_key=secret,
+                created_at=utcnow(),
+            )
+        )
+    return Account(name, account_id, key, secret)
+
+
+def list_all(store: Store) -> list[Account]:
+    a, k = schema.accounts.c, schema.access_keys.c
+    with store.read() as conn:
+        rows = conn.execute(
+            select(a.name, a.id, k.access_key_id, k.secret_access_key)
+            .join(schema.access_keys, k.account_id == a.id)
+            .order_by(a.created_at, a.name)
+        )
+        return [Account(*row) for row in rows]
+
+
+def get(store: Store, name: str) -> Account:
+    for account in list_all(store):
+        if account.name == name:
+            return account
+    raise AccountError(f"no account named {name!r} (see `stockade account list`)")
+
+
+def ensure_default(store: Store) -> Account:
+    try:
+        return get(store, DEFAULT_ACCOUNT)
+    except AccountError:
+        return create(store, DEFAULT_ACCOUNT)
+
+
+def secret_for(store: Store, access_key_id: str) -> tuple[str, str] | None:
+    """(account id, secret) of an access key, or None."""
+    k = schema.access_keys.c
+    with store.read() as conn:
+        row = conn.execute(
+            select(k.account_id, k.secret_access_key).where(k.access_key_id == access_key_id)
+        ).first()
+    return (row.account_id, row.secret_access_key) if row else None
+
+
+OWNED_TABLES = (
+    schema.tags,
+    schema.rules,
+    schema.security_groups,
+    schema.subnets,
+    schema.vpcs,
+    schema.regions,
+    schema.access_keys,
+)
+
+
+def delete_account(store: Store, name: str) -> Account:
+    """Delete an account and everything it owns; rules elsewhere naming its groups go too."""
+    account = get(store, name)
+    aid = account.account_id
+    r, g = schema.rules.c, schema.security_groups.c
+    with store.write() as tx:
+        conn = tx.conn
+        own_groups = select(g.id).where(g.account_id == aid)
+        foreign = conn.execute(
+            select(r.id, r.group_id, r.account_id, r.region).where(
+                r.ref_group_id.in_(own_groups), r.account_id != aid
+            )
+        ).all()
+        for rule in foreign:
+            conn.execute(delete(schema.rules).where(r.id == rule.id))
+            tx.log(rule.account_id, rule.region, "group.rules", rule.group_id)
+        groups = conn.execute(select(g.id, g.region).where(g.account_id == aid)).all()
+        for table in OWNED_TABLES:
+            conn.execute(delete(table).where(table.c.account_id == aid))
+        for group in groups:
+            tx.log(aid, group.region, "group.deleted", group.id)
+        conn.execute(delete(schema.accounts).where(schema.accounts.c.id == aid))
+    return account

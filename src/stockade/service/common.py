@@ -1,0 +1,285 @@
+"""What every service module shares: the request context, ids, filters, pagination, config.
+
+Service functions take a :class:`Ctx` and the decoded request (snake_case keys) and return
+the result (snake_case keys); the API layer does the wire format. A failure raises
+:class:`~stockade.errors.ApiError` and the request's transaction rolls back.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import json
+import os
+import re
+import secrets
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection
+
+from stockade.errors import ApiError
+from stockade.store.db import Tx
+
+Params = dict[str, Any]
+Result = dict[str, Any]
+
+REGIONS: dict[str, str] = {
+    "us-east-1": "US East (N. Virginia)",
+    "us-east-2": "US East (Ohio)",
+    "us-west-1": "US West (N. California)",
+    "us-west-2": "US West (Oregon)",
+    "ca-central-1": "Canada (Central)",
+    "eu-west-1": "Europe (Ireland)",
+    "eu-west-2": "Europe (London)",
+    "eu-central-1": "Europe (Frankfurt)",
+    "eu-north-1": "Europe (Stockholm)",
+    "ap-southeast-1": "Asia Pacific (Singapore)",
+    "ap-southeast-2": "Asia Pacific (Sydney)",
+    "ap-northeast-1": "Asia Pacific (Tokyo)",
+    "ap-south-1": "Asia Pacific (Mumbai)",
+    "sa-east-1": "South America (Sao Paulo)",
+}
+ZONE_LETTERS = "abc"
+
+
+def _env_int(name: str, default: int) -> int:
+    try:
+        return int(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+@dataclass
+class Config:
+    """Quotas and naming; every number can be set through the environment."""
+
+    max_rules_per_group: int = field(
+        default_factory=lambda: _env_int("STOCKADE_MAX_RULES_PER_GROUP", 60)
+    )
+    max_groups_per_region: int = field(
+        default_factory=lambda: _env_int("STOCKADE_MAX_GROUPS_PER_REGION", 2500)
+    )
+    max_groups_per_interface: int = field(
+        default_factory=lambda: _env_int("STOCKADE_MAX_GROUPS_PER_INTERFACE", 5)
+    )
+    max_tags_per_resource: int = 50
+    public_domain: str = field(
+        default_factory=lambda: os.environ.get("STOCKADE_PUBLIC_DOMAIN", "stockade.test")
+    )
+    endpoint: str = "http://127.0.0.1:8773"
+
+
+@dataclass
+class Ctx:
+    """One request: who asks, where, and the open transaction."""
+
+    conn: Connection
+    account_id: str
+    region: str
+    config: Config
+    tx: Tx | None = None
+
+    def log(self, kind: str, resource_id: str, **data: Any) -> None:
+        assert self.tx is not None, "a change outside a write transaction"
+        self.tx.log(self.account_id, self.region, kind, resource_id, **data)
+
+    def arn(self, kind: str, resource_id: str, account_id: str | None = None) -> str:
+        return f"arn:aws:ec2:{self.region}:{account_id or self.account_id}:{kind}/{resource_id}"
+
+
+# --- ids ---------------------------------------------------------------------------------
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(9)[:17]}"
+
+
+@functools.cache
+def _id_pattern(prefix: str) -> re.Pattern[str]:
+    return re.compile(rf"{re.escape(prefix)}-(?:[0-9a-f]{{8}}|[0-9a-f]{{17}})")
+
+
+def check_id(value: Any, prefix: str, code: str) -> str:
+    """Raise EC2's ``*.Malformed`` error unless ``value`` looks like ``prefix-<hex>``."""
+    if not isinstance(value, str) or not _id_pattern(prefix).fullmatch(value):
+        raise ApiError(code, f'Invalid id: "{value}" (expecting "{prefix}-...")')
+    return value
+
+
+# --- text checks -------------------------------------------------------------------------
+
+_PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]*")
+
+
+def check_text(value: Any, param: str, *, max_len: int = 255, required: bool = True) -> str:
+    """Names and descriptions: printable ASCII, at most ``max_len`` characters."""
+    if value is None or value == "":
+        if required:
+            raise ApiError("MissingParameter", f"The request must contain the parameter {param}")
+        return ""
+    if not isinstance(value, str):
+        raise ApiError("InvalidParameterValue", f"Value for parameter {param} must be a string.")
+    if len(value) > max_len:
+        raise ApiError(
+            "InvalidParameterValue",
+            f"Value ({value[:40]}...) for parameter {param} is invalid. "
+            f"Length exceeds maximum of {max_len} characters.",
+        )
+    if not _PRINTABLE_ASCII.fullmatch(value):
+        raise ApiError(
+            "InvalidParameterValue",
+            f"Value ({value}) for parameter {param} is invalid. "
+            "Character sets beyond ASCII are not supported.",
+        )
+    return value
+
+
+# --- filters -----------------------------------------------------------------------------
+
+FilterSpec = dict[str, Callable[[Result], Iterable[Any]]]
+
+
+@functools.lru_cache(maxsize=1024)
+def _wildcard(pattern: str) -> re.Pattern[str]:
+    """EC2 filter values: ``*`` any run, ``?`` one character, ``\\`` escapes."""
+    out, i = [], 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "\\" and i + 1 < len(pattern):
+            out.append(re.escape(pattern[i + 1]))
+            i += 2
+            continue
+        out.append(".*" if ch == "*" else "." if ch == "?" else re.escape(ch))
+        i += 1
+    return re.compile("".join(out), re.DOTALL)
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def tag_values(item: Result, key: str | None = None) -> list[str]:
+    return [t["value"] for t in item.get("tags") or () if key is None or t["key"] == key]
+
+
+def parse_filters(filters: Sequence[Params] | None, spec: FilterSpec) -> list[tuple[str, list]]:
+    """Check filter names against ``spec`` (plus tag:K, tag-key, tag-value)."""
+    parsed = []
+    for f in filters or ():
+        name = f.get("name")
+        values = f.get("values")
+        if not name:
+            raise ApiError("InvalidParameterValue", "The filter 'null' is invalid")
+        known = name in spec or name.startswith("tag:") or name in ("tag-key", "tag-value")
+        if not known:
+            raise ApiError("InvalidParameterValue", f"The filter '{name}' is invalid")
+        if not values:
+            raise ApiError(
+                "InvalidParameterValue", f"The filter '{name}' must have at least one value"
+            )
+        parsed.append((name, [_wildcard(str(v)) for v in values]))
+    return parsed
+
+
+def filter_values(item: Result, name: str, spec: FilterSpec) -> Iterable[Any]:
+    if name.startswith("tag:"):
+        return tag_values(item, name[4:])
+    if name == "tag-key":
+        return [t["key"] for t in item.get("tags") or ()]
+    if name == "tag-value":
+        return tag_values(item)
+    return spec[name](item)
+
+
+def matches(item: Result, filters: list[tuple[str, list]], spec: FilterSpec) -> bool:
+    """All filters must match; within one filter, any value may."""
+    for name, patterns in filters:
+        values = [_as_text(v) for v in filter_values(item, name, spec) if v is not None]
+        if not any(p.fullmatch(v) for p in patterns for v in values):
+            return False
+    return True
+
+
+def exact_filter_values(filters: Sequence[Params] | None, name: str) -> list[str] | None:
+    """Values of filter ``name`` if they contain no wildcard (for pushing into SQL)."""
+    for f in filters or ():
+        if f.get("name") == name:
+            values = [str(v) for v in f.get("values") or ()]
+            if values and not any(ch in v for v in values for ch in "*?\\"):
+                return values
+    return None
+
+
+# --- pagination --------------------------------------------------------------------------
+
+
+def check_max_results(value: int | None, lo: int = 5, hi: int = 1000) -> int | None:
+    if value is None:
+        return None
+    if not lo <= value <= hi:
+        raise ApiError(
+            "InvalidParameterValue",
+            f"Value ( {value} ) for parameter maxResults is invalid. "
+            f"Expecting a value between {lo} and {hi}.",
+        )
+    return value
+
+
+def encode_token(after: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"after": after}).encode()).decode()
+
+
+def decode_token(token: str | None) -> str | None:
+    if token is None:
+        return None
+    try:
+        after = json.loads(base64.urlsafe_b64decode(token.encode()))["after"]
+        if not isinstance(after, str):
+            raise ValueError(after)
+        return after
+    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeError):
+        raise ApiError(
+            "InvalidPaginationToken", f"The pagination token '{token}' is not valid."
+        ) from None
+
+
+def paginate(
+    items: list[Result], key: str, max_results: int | None, token: str | None
+) -> tuple[list[Result], str | None]:
+    """Keyset pages over ``items`` sorted by ``key``; returns the page and the next token."""
+    after = decode_token(token)
+    items = sorted(items, key=lambda it: it[key])
+    if after is not None:
+        items = [it for it in items if it[key] > after]
+    if max_results is None or len(items) <= max_results:
+        return items, None
+    page = items[:max_results]
+    return page, encode_token(page[-1][key])
+
+
+# --- registry of actions ------------------------------------------------------------------
+
+Handler = Callable[[Ctx, Params], Result]
+
+
+@dataclass(frozen=True)
+class Action:
+    name: str
+    handler: Handler
+    write: bool
+
+
+ACTIONS: dict[str, Action] = {}
+
+
+def action(name: str, *, write: bool) -> Callable[[Handler], Handler]:
+    def register(fn: Handler) -> Handler:
+        ACTIONS[name] = Action(name, fn, write)
+        return fn
+
+    return register

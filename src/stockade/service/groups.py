@@ -1,0 +1,964 @@
+"""Security groups and their rules: the EC2 actions, validation and error codes.
+
+A rule is stored one row per source (a CIDR, an IPv6 CIDR, a prefix list or a group), as
+EC2's ``sgr-`` rules are; ``IpPermissions`` are rebuilt from rows when described.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from sqlalchemy import Row, delete, func, insert, select, update
+
+from stockade.errors import ApiError
+from stockade.service import resources
+from stockade.service.common import (
+    Ctx,
+    FilterSpec,
+    Params,
+    Result,
+    action,
+    check_id,
+    check_max_results,
+    check_text,
+    exact_filter_values,
+    matches,
+    new_id,
+    paginate,
+    parse_filters,
+)
+from stockade.store import schema
+
+PROTOCOL_NAMES = {"tcp": "6", "udp": "17", "icmp": "1", "icmpv6": "58", "-1": "-1"}
+PROTOCOL_LABELS = {v: k for k, v in PROTOCOL_NAMES.items()}
+PORTED = {"6", "17"}
+ICMP = {"1", "58"}
+
+G = schema.security_groups.c
+R = schema.rules.c
+
+# Checks other modules add (instances using a group, ...): each raises DependencyViolation.
+DELETE_CHECKS: list[Callable[[Ctx, str], None]] = []
+
+
+# --- rule values -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    """One rule as requested: direction, protocol, ports and exactly one peer."""
+
+    egress: bool
+    protocol: str
+    from_port: int
+    to_port: int
+    cidr_ipv4: str | None = None
+    cidr_ipv6: str | None = None
+    prefix_list_id: str | None = None
+    ref_group_id: str | None = None
+    ref_user_id: str | None = None
+    description: str | None = None
+
+    @property
+    def key(self) -> tuple:
+        return (
+            self.egress,
+            self.protocol,
+            self.from_port,
+            self.to_port,
+            self.cidr_ipv4,
+            self.cidr_ipv6,
+            self.prefix_list_id,
+            self.ref_group_id,
+        )
+
+    @classmethod
+    def from_row(cls, row: Row) -> RuleSpec:
+        return cls(
+            egress=row.egress,
+            protocol=row.protocol,
+            from_port=row.from_port,
+            to_port=row.to_port,
+            cidr_ipv4=row.cidr_ipv4,
+            cidr_ipv6=row.cidr_ipv6,
+            prefix_list_id=row.prefix_list_id,
+            ref_group_id=row.ref_group_id,
+            ref_user_id=row.ref_user_id,
+            description=row.description,
+        )
+
+    def peer(self) -> str:
+        return self.cidr_ipv4 or self.cidr_ipv6 or self.prefix_list_id or self.ref_group_id or ""
+
+    def text(self) -> str:
+        """EC2's wording of a rule in InvalidPermission.Duplicate messages."""
+        proto = PROTOCOL_LABELS.get(self.protocol, self.protocol)
+        if self.protocol in PORTED:
+            body = f"{proto.upper()}, from port: {self.from_port}, to port: {self.to_port}"
+        elif self.protocol in ICMP:
+            body = f"{proto.upper()}, type: {self.from_port}, code: {self.to_port}"
+        elif self.protocol == "-1":
+            body = "ALL"
+        else:
+            body = f"protocol: {self.protocol}"
+        return f'"peer: {self.peer()}, {body}, ALLOW"'
+
+
+def protocol_number(value: Any) -> str:
+    text = str(value).strip().lower() if value is not None else ""
+    if text in PROTOCOL_NAMES:
+        return PROTOCOL_NAMES[text]
+    if text.isdigit() and 0 <= int(text) <= 255:
+        return str(int(text))
+    raise ApiError(
+        "InvalidParameterValue", f"Invalid value '{value}' for IP protocol. Unknown protocol."
+    )
+
+
+def normalize_ports(protocol: str, from_port: int | None, to_port: int | None) -> tuple[int, int]:
+    if protocol in PORTED:
+        if from_port is None or to_port is None:
+            raise ApiError(
+                "InvalidParameterValue",
+                "Invalid value for portRange. Must specify both from and to ports with TCP/UDP.",
+            )
+        if from_port == -1 and to_port == -1:
+            return 0, 65535
+        for name, port in (("fromPort", from_port), ("toPort", to_port)):
+            if not 0 <= port <= 65535:
+                raise ApiError(
+                    "InvalidParameterValue",
+                    f"Invalid value '{port}' for {name}. Must be between 0 and 65535.",
+                )
+        if from_port > to_port:
+            raise ApiError(
+                "InvalidParameterValue",
+                f"Invalid TCP/UDP port range: from port {from_port} is greater than "
+                f"to port {to_port}.",
+            )
+        return from_port, to_port
+    if protocol in ICMP:
+        icmp_type = -1 if from_port is None else from_port
+        icmp_code = -1 if to_port is None else to_port
+        for name, value in (("ICMP type", icmp_type), ("ICMP code", icmp_code)):
+            if not -1 <= value <= 255:
+                raise ApiError(
+                    "InvalidParameterValue",
+                    f"Invalid value '{value}' for {name}. Must be between -1 and 255.",
+                )
+        if icmp_type == -1 and icmp_code != -1:
+            raise ApiError(
+                "InvalidParameterValue",
+                f"Invalid value '{icmp_code}' for ICMP code: it must be -1 when the type is -1.",
+            )
+        return icmp_type, icmp_code
+    return -1, -1  # all protocols, or a protocol without ports: ports are ignored
+
+
+def check_cidr(value: Any, version: int) -> str:
+    try:
+        net = ipaddress.ip_network(str(value), strict=True)
+        if "/" not in str(value) or net.version != version:
+            raise ValueError(value)
+    except ValueError:
+        raise ApiError("InvalidParameterValue", f"CIDR block {value} is malformed") from None
+    return str(net)
+
+
+# --- finding groups ----------------------------------------------------------------------
+
+
+def default_vpc_id(ctx: Ctx) -> str:
+    return ctx.conn.execute(
+        select(schema.regions.c.default_vpc_id).where(
+            schema.regions.c.account_id == ctx.account_id, schema.regions.c.region == ctx.region
+        )
+    ).scalar_one()
+
+
+def group_by_name(ctx: Ctx, name: str, vpc_id: str | None = None, owner: str | None = None) -> Row:
+    """A group by name, in the default VPC unless ``vpc_id`` is given (the seeds' usage)."""
+    in_default = vpc_id is None
+    if owner not in (None, ctx.account_id):
+        inner = replace(ctx, account_id=owner)
+        vpc_id = default_vpc_id_or_none(inner)
+    else:
+        owner = ctx.account_id
+        vpc_id = vpc_id or default_vpc_id(ctx)
+    row = None
+    if vpc_id is not None:
+        row = ctx.conn.execute(
+            select(schema.security_groups).where(
+                G.vpc_id == vpc_id, G.name == name, G.account_id == owner
+            )
+        ).first()
+    if row is None:
+        where = f" in default VPC '{vpc_id}'" if in_default and vpc_id else ""
+        raise ApiError(
+            "InvalidGroup.NotFound", f"The security group '{name}' does not exist{where}"
+        )
+    return row
+
+
+def default_vpc_id_or_none(ctx: Ctx) -> str | None:
+    return ctx.conn.execute(
+        select(schema.regions.c.default_vpc_id).where(
+            schema.regions.c.account_id == ctx.account_id, schema.regions.c.region == ctx.region
+        )
+    ).scalar()
+
+
+def target_group(ctx: Ctx, params: Params) -> Row:
+    """The group a request acts on: GroupId, or GroupName in the default VPC."""
+    if params.get("group_id"):
+        return resources.get(ctx, params["group_id"], "sg")
+    if params.get("group_name"):
+        return group_by_name(ctx, params["group_name"])
+    raise ApiError(
+        "MissingParameter", "The request must contain the parameter groupName or groupId"
+    )
+
+
+def referenced_group(ctx: Ctx, target: Row, pair: Params) -> Row:
+    """The group a UserIdGroupPair names, checked as EC2 does (isolation between accounts)."""
+    user_id = pair.get("user_id")
+    if user_id is not None and (not str(user_id).isdigit() or len(str(user_id)) != 12):
+        raise ApiError("InvalidUserID.Malformed", f"Invalid user ID: {user_id}")
+    owner = user_id or ctx.account_id
+    if pair.get("group_id"):
+        group_id = check_id(pair["group_id"], "sg", "InvalidGroupId.Malformed")
+        row = ctx.conn.execute(
+            select(schema.security_groups).where(
+                G.id == group_id, G.region == ctx.region, G.account_id == owner
+            )
+        ).first()
+        if row is None:
+            raise ApiError(
+                "InvalidGroup.NotFound", f"The security group '{group_id}' does not exist"
+            )
+    elif pair.get("group_name"):
+        vpc = target.vpc_id if owner == ctx.account_id else None
+        row = group_by_name(ctx, pair["group_name"], vpc_id=vpc, owner=owner)
+    else:
+        raise ApiError(
+            "MissingParameter", "A group pair must name the source group (GroupId or GroupName)"
+        )
+    if row.account_id == ctx.account_id and row.vpc_id != target.vpc_id:
+        raise ApiError(
+            "InvalidGroup.NotFound",
+            f"You have specified two resources that belong to different networks: "
+            f"{target.id} is in {target.vpc_id}, {row.id} is in {row.vpc_id}.",
+        )
+    return row
+
+
+# --- permissions in, rules out -----------------------------------------------------------
+
+
+def permissions_from_params(params: Params) -> list[Params]:
+    """IpPermissions, or the legacy flat parameters old clients send."""
+    flat = [
+        k
+        for k in (
+            "cidr_ip",
+            "ip_protocol",
+            "from_port",
+            "to_port",
+            "source_security_group_name",
+            "source_security_group_owner_id",
+        )
+        if params.get(k) is not None
+    ]
+    perms = params.get("ip_permissions") or []
+    if perms and flat:
+        raise ApiError(
+            "InvalidParameterCombination",
+            "The parameter IpPermissions cannot be used with the parameters " + ", ".join(flat),
+        )
+    if perms:
+        return perms
+    if not flat:
+        raise ApiError("MissingParameter", "No permissions were specified (IpPermissions).")
+    source = params.get("source_security_group_name")
+    if source is not None:
+        pair = {"group_name": source, "user_id": params.get("source_security_group_owner_id")}
+        if params.get("cidr_ip") is not None:
+            raise ApiError(
+                "InvalidParameterCombination",
+                "The parameter CidrIp cannot be used with the parameter SourceSecurityGroupName",
+            )
+        if params.get("ip_protocol") is not None:
+            return [
+                {
+                    "ip_protocol": params["ip_protocol"],
+                    "from_port": params.get("from_port"),
+                    "to_port": params.get("to_port"),
+                    "user_id_group_pairs": [pair],
+                }
+            ]
+        # EC2: a bare source group grants full ICMP, TCP and UDP access
+        return [
+            {"ip_protocol": "icmp", "from_port": -1, "to_port": -1, "user_id_group_pairs": [pair]},
+            {"ip_protocol": "tcp", "from_port": 0, "to_port": 65535, "user_id_group_pairs": [pair]},
+            {"ip_protocol": "udp", "from_port": 0, "to_port": 65535, "user_id_group_pairs": [pair]},
+        ]
+    if params.get("ip_protocol") is None:
+        raise ApiError("MissingParameter", "The request must contain the parameter ipProtocol")
+    return [
+        {
+            "ip_protocol": params["ip_protocol"],
+            "from_port": params.get("from_port"),
+            "to_port": params.get("to_port"),
+            "ip_ranges": [{"cidr_ip": params.get("cidr_ip") or "0.0.0.0/0"}],
+        }
+    ]
+
+
+def specs_from_permissions(
+    ctx: Ctx, target: Row, perms: Iterable[Params], egress: bool
+) -> list[RuleSpec]:
+    specs = []
+    for perm in perms:
+        if perm.get("ip_protocol") is None:
+            raise ApiError("MissingParameter", "The request must contain the parameter ipProtocol")
+        proto = protocol_number(perm["ip_protocol"])
+        lo, hi = normalize_ports(proto, perm.get("from_port"), perm.get("to_port"))
+        base = RuleSpec(egress, proto, lo, hi)
+        found = False
+        for r in perm.get("ip_ranges") or ():
+            specs.append(
+                replace(
+                    base,
+                    cidr_ipv4=check_cidr(r.get("cidr_ip"), 4),
+                    description=resources.description(r.get("description")),
+                )
+            )
+            found = True
+        for r in perm.get("ipv6_ranges") or ():
+            specs.append(
+                replace(
+                    base,
+                    cidr_ipv6=check_cidr(r.get("cidr_ipv6"), 6),
+                    description=resources.description(r.get("description")),
+                )
+            )
+            found = True
+        for r in perm.get("prefix_list_ids") or ():
+            raise ApiError(
+                "InvalidPrefixListId.NotFound",
+                f"The prefix list '{r.get('prefix_list_id')}' does not exist",
+            )
+        for pair in perm.get("user_id_group_pairs") or ():
+            ref = referenced_group(ctx, target, pair)
+            specs.append(
+                replace(
+                    base,
+                    ref_group_id=ref.id,
+                    ref_user_id=ref.account_id,
+                    description=resources.description(pair.get("description")),
+                )
+            )
+            found = True
+        if not found:
+            raise ApiError(
+                "MissingParameter",
+                "Each permission must name a source: IpRanges, Ipv6Ranges or UserIdGroupPairs.",
+            )
+    return specs
+
+
+def spec_from_rule_request(ctx: Ctx, target: Row, req: Params, egress: bool) -> RuleSpec:
+    """ModifySecurityGroupRules' flat SecurityGroupRuleRequest."""
+    perm: Params = {k: req.get(k) for k in ("ip_protocol", "from_port", "to_port")}
+    peers = [
+        k for k in ("cidr_ipv4", "cidr_ipv6", "prefix_list_id", "referenced_group_id") if req.get(k)
+    ]
+    if len(peers) != 1:
+        raise ApiError(
+            "InvalidParameterCombination",
+            "Specify exactly one of CidrIpv4, CidrIpv6, PrefixListId and ReferencedGroupId.",
+        )
+    desc = req.get("description")
+    if req.get("cidr_ipv4"):
+        perm["ip_ranges"] = [{"cidr_ip": req["cidr_ipv4"], "description": desc}]
+    elif req.get("cidr_ipv6"):
+        perm["ipv6_ranges"] = [{"cidr_ipv6": req["cidr_ipv6"], "description": desc}]
+    elif req.get("prefix_list_id"):
+        perm["prefix_list_ids"] = [{"prefix_list_id": req["prefix_list_id"]}]
+    else:
+        perm["user_id_group_pairs"] = [
+            {"group_id": req["referenced_group_id"], "description": desc}
+        ]
+    (spec,) = specs_from_permissions(ctx, target, [perm], egress)
+    return spec
+
+
+def rule_result(ctx: Ctx, row: Row, owner_id: str, tags: list | None = None) -> Result:
+    out: Result = {
+        "security_group_rule_id": row.id,
+        "group_id": row.group_id,
+        "group_owner_id": owner_id,
+        "is_egress": row.egress,
+        "ip_protocol": PROTOCOL_LABELS.get(row.protocol, row.protocol),
+        "from_port": row.from_port,
+        "to_port": row.to_port,
+        "cidr_ipv4": row.cidr_ipv4,
+        "cidr_ipv6": row.cidr_ipv6,
+        "prefix_list_id": row.prefix_list_id,
+        "description": row.description,
+        "tags": tags or [],
+        "security_group_rule_arn": ctx.arn("security-group-rule", row.id, owner_id),
+    }
+    if row.ref_group_id:
+        out["referenced_group_info"] = {"group_id": row.ref_group_id, "user_id": row.ref_user_id}
+    return out
+
+
+def permissions_of(rows: Iterable[Row | RuleSpec]) -> list[Result]:
+    """Fold rule rows back into EC2's IpPermissions (one per protocol and port range)."""
+    perms: dict[tuple, Result] = {}
+    for r in rows:
+        key = (r.protocol, r.from_port, r.to_port)
+        perm = perms.get(key)
+        if perm is None:
+            perm = {
+                "ip_protocol": PROTOCOL_LABELS.get(r.protocol, r.protocol),
+                "user_id_group_pairs": [],
+                "ip_ranges": [],
+                "ipv6_ranges": [],
+                "prefix_list_ids": [],
+            }
+            if r.protocol in PORTED or r.protocol in ICMP:
+                perm["from_port"] = r.from_port
+                perm["to_port"] = r.to_port
+            perms[key] = perm
+        desc = {"description": r.description} if r.description is not None else {}
+        if r.cidr_ipv4:
+            perm["ip_ranges"].append({"cidr_ip": r.cidr_ipv4, **desc})
+        elif r.cidr_ipv6:
+            perm["ipv6_ranges"].append({"cidr_ipv6": r.cidr_ipv6, **desc})
+        elif r.prefix_list_id:
+            perm["prefix_list_ids"].append({"prefix_list_id": r.prefix_list_id, **desc})
+        else:
+            perm["user_id_group_pairs"].append(
+                {"group_id": r.ref_group_id, "user_id": r.ref_user_id, **desc}
+            )
+    return list(perms.values())
+
+
+def describe_groups(ctx: Ctx, rows: list[Row]) -> list[Result]:
+    ids = [g.id for g in rows]
+    by_group: dict[str, list[Row]] = {i: [] for i in ids}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        for r in ctx.conn.execute(
+            select(schema.rules).where(R.group_id.in_(chunk)).order_by(R.seq)
+        ):
+            by_group[r.group_id].append(r)
+    tags = resources.tags_for(ctx, ids)
+    out = []
+    for g in rows:
+        rules = by_group[g.id]
+        item: Result = {
+            "group_id": g.id,
+            "group_name": g.name,
+            "description": g.description,
+            "owner_id": g.account_id,
+            "vpc_id": g.vpc_id,
+            "security_group_arn": ctx.arn("security-group", g.id, g.account_id),
+            "ip_permissions": permissions_of(r for r in rules if not r.egress),
+            "ip_permissions_egress": permissions_of(r for r in rules if r.egress),
+        }
+        if tags.get(g.id):
+            item["tags"] = tags[g.id]
+        out.append(item)
+    return out
+
+
+# --- writes ------------------------------------------------------------------------------
+
+
+def existing_rules(ctx: Ctx, group_id: str) -> list[Row]:
+    return list(
+        ctx.conn.execute(select(schema.rules).where(R.group_id == group_id).order_by(R.seq))
+    )
+
+
+def insert_rules(ctx: Ctx, group: Row, specs: list[RuleSpec]) -> list[Row]:
+    """Add ``specs`` to ``group`` after EC2's duplicate and quota checks."""
+    current = existing_rules(ctx, group.id)
+    seen = {RuleSpec.from_row(r).key for r in current}
+    for spec in specs:
+        if spec.key in seen:
+            raise ApiError(
+                "InvalidPermission.Duplicate", f"the specified rule {spec.text()} already exists"
+            )
+        seen.add(spec.key)
+    for egress in (False, True):
+        count = sum(1 for r in current if r.egress == egress)
+        count += sum(1 for s in specs if s.egress == egress)
+        if count > ctx.config.max_rules_per_group:
+            raise ApiError(
+                "RulesPerSecurityGroupLimitExceeded",
+                "The maximum number of rules per security group has been reached.",
+            )
+    seq = max((r.seq for r in current), default=0)
+    new_ids = []
+    for spec in specs:
+        seq += 1
+        rule_id = new_id("sgr")
+        new_ids.append(rule_id)
+        ctx.conn.execute(
+            insert(schema.rules).values(
+                id=rule_id,
+                group_id=group.id,
+                account_id=group.account_id,
+                region=group.region,
+                seq=seq,
+                egress=spec.egress,
+                protocol=spec.protocol,
+                from_port=spec.from_port,
+                to_port=spec.to_port,
+                cidr_ipv4=spec.cidr_ipv4,
+                cidr_ipv6=spec.cidr_ipv6,
+                prefix_list_id=spec.prefix_list_id,
+                ref_group_id=spec.ref_group_id,
+                ref_user_id=spec.ref_user_id,
+                description=spec.description,
+            )
+        )
+    if not new_ids:
+        return []
+    rows = {r.id: r for r in ctx.conn.execute(select(schema.rules).where(R.id.in_(new_ids)))}
+    return [rows[i] for i in new_ids]
+
+
+def log_rules(ctx: Ctx, group: Row) -> None:
+    ctx.log("group.rules", group.id, vpc_id=group.vpc_id)
+
+
+def create_group(ctx: Ctx, vpc_id: str, name: str, description: str) -> Row:
+    """Insert a group with EC2's default rules (``default``: self-ingress too)."""
+    group_id = new_id("sg")
+    ctx.conn.execute(
+        insert(schema.security_groups).values(
+            id=group_id,
+            account_id=ctx.account_id,
+            region=ctx.region,
+            vpc_id=vpc_id,
+            name=name,
+            description=description,
+        )
+    )
+    group = ctx.conn.execute(select(schema.security_groups).where(G.id == group_id)).one()
+    specs = [RuleSpec(True, "-1", -1, -1, cidr_ipv4="0.0.0.0/0")]
+    if name == "default":
+        specs.insert(
+            0, RuleSpec(False, "-1", -1, -1, ref_group_id=group_id, ref_user_id=ctx.account_id)
+        )
+    insert_rules(ctx, group, specs)
+    ctx.log("group.created", group_id, vpc_id=vpc_id, name=name)
+    return group
+
+
+@action("CreateSecurityGroup", write=True)
+def create_security_group(ctx: Ctx, p: Params) -> Result:
+    name = check_text(p.get("group_name"), "GroupName")
+    desc = check_text(p.get("description"), "GroupDescription")
+    if name.lower().startswith("sg-"):
+        raise ApiError("InvalidParameterValue", "Group names may not be in the format sg-*.")
+    if name == "default":
+        raise ApiError("InvalidGroup.Reserved", "The security group 'default' is reserved")
+    vpc_id = resources.get(ctx, p["vpc_id"], "vpc").id if p.get("vpc_id") else default_vpc_id(ctx)
+    clash = ctx.conn.execute(select(G.id).where(G.vpc_id == vpc_id, G.name == name)).first()
+    if clash is not None:
+        raise ApiError(
+            "InvalidGroup.Duplicate",
+            f"The security group '{name}' already exists for VPC '{vpc_id}'",
+        )
+    count = ctx.conn.execute(
+        select(func.count())
+        .select_from(schema.security_groups)
+        .where(G.account_id == ctx.account_id, G.region == ctx.region)
+    ).scalar_one()
+    if count >= ctx.config.max_groups_per_region:
+        raise ApiError(
+            "SecurityGroupLimitExceeded", "The maximum number of security groups has been reached."
+        )
+    group = create_group(ctx, vpc_id, name, desc)
+    resources.tag_specifications(ctx, p, "security-group", group.id)
+    tags = resources.tags_for(ctx, [group.id]).get(group.id)
+    return {
+        "group_id": group.id,
+        "tags": tags,
+        "security_group_arn": ctx.arn("security-group", group.id),
+    }
+
+
+@action("DeleteSecurityGroup", write=True)
+def delete_security_group(ctx: Ctx, p: Params) -> Result:
+    group = target_group(ctx, p)
+    if group.name == "default":
+        raise ApiError(
+            "CannotDelete",
+            f'the specified group: "{group.id}" name: "default" cannot be deleted by a user',
+        )
+    referenced = ctx.conn.execute(
+        select(R.group_id).where(R.ref_group_id == group.id, R.group_id != group.id).limit(1)
+    ).first()
+    if referenced is not None:
+        raise ApiError("DependencyViolation", f"resource {group.id} has a dependent object")
+    for check in DELETE_CHECKS:
+        check(ctx, group.id)
+    rule_ids = [r.id for r in existing_rules(ctx, group.id)]
+    resources.drop_tags(ctx, [group.id, *rule_ids])
+    ctx.conn.execute(delete(schema.rules).where(R.group_id == group.id))
+    ctx.conn.execute(delete(schema.security_groups).where(G.id == group.id))
+    ctx.log("group.deleted", group.id, vpc_id=group.vpc_id)
+    return {"return": True, "group_id": group.id}
+
+
+def _permission_values(g: Result, direction: str, field: str) -> list[Any]:
+    return [v for perm in g[direction] for v in _perm_field(perm, field)]
+
+
+def _perm_field(perm: Result, field: str) -> list[Any]:
+    if field == "cidr":
+        return [r["cidr_ip"] for r in perm["ip_ranges"]]
+    if field == "ipv6-cidr":
+        return [r["cidr_ipv6"] for r in perm["ipv6_ranges"]]
+    if field == "group-id":
+        return [r["group_id"] for r in perm["user_id_group_pairs"]]
+    if field == "user-id":
+        return [r["user_id"] for r in perm["user_id_group_pairs"]]
+    if field == "group-name":
+        return [r.get("group_name") for r in perm["user_id_group_pairs"]]
+    if field == "prefix-list-id":
+        return [r["prefix_list_id"] for r in perm["prefix_list_ids"]]
+    if field == "protocol":
+        return [perm["ip_protocol"]]
+    if field == "from-port":
+        return [perm.get("from_port", -1)]
+    return [perm.get("to_port", -1)]  # to-port
+
+
+GROUP_FILTERS: FilterSpec = {
+    "description": lambda g: [g["description"]],
+    "group-id": lambda g: [g["group_id"]],
+    "group-name": lambda g: [g["group_name"]],
+    "owner-id": lambda g: [g["owner_id"]],
+    "vpc-id": lambda g: [g["vpc_id"]],
+}
+for _field in (
+    "cidr",
+    "from-port",
+    "group-id",
+    "group-name",
+    "ipv6-cidr",
+    "prefix-list-id",
+    "protocol",
+    "to-port",
+    "user-id",
+):
+    GROUP_FILTERS[f"ip-permission.{_field}"] = lambda g, f=_field: _permission_values(
+        g, "ip_permissions", f
+    )
+    GROUP_FILTERS[f"egress.ip-permission.{_field}"] = lambda g, f=_field: _permission_values(
+        g, "ip_permissions_egress", f
+    )
+
+
+def _fill_pair_names(ctx: Ctx, groups: list[Result]) -> None:
+    """Group names of referenced groups, for the ip-permission.group-name filters."""
+    ids = {
+        pair["group_id"]
+        for g in groups
+        for d in ("ip_permissions", "ip_permissions_egress")
+        for perm in g[d]
+        for pair in perm["user_id_group_pairs"]
+    }
+    names = dict(ctx.conn.execute(select(G.id, G.name).where(G.id.in_(list(ids)))).tuples().all())
+    for g in groups:
+        for d in ("ip_permissions", "ip_permissions_egress"):
+            for perm in g[d]:
+                for pair in perm["user_id_group_pairs"]:
+                    pair["group_name"] = names.get(pair["group_id"])
+
+
+@action("DescribeSecurityGroups", write=False)
+def describe_security_groups(ctx: Ctx, p: Params) -> Result:
+    filters = parse_filters(p.get("filters"), GROUP_FILTERS)
+    max_results = check_max_results(p.get("max_results"))
+    group_ids = p.get("group_ids") or []
+    group_names = p.get("group_names") or []
+    if max_results is not None and (group_ids or group_names):
+        raise ApiError(
+            "InvalidParameterCombination",
+            "The parameter groupIds or groupNames cannot be used with the parameter maxResults",
+        )
+    if group_ids or group_names:
+        rows = resources.get_many(ctx, group_ids, "sg")
+        rows += [group_by_name(ctx, n) for n in dict.fromkeys(group_names)]
+    else:
+        q = select(schema.security_groups).where(
+            G.account_id == ctx.account_id, G.region == ctx.region
+        )
+        for name, col in (("group-id", G.id), ("group-name", G.name), ("vpc-id", G.vpc_id)):
+            values = exact_filter_values(p.get("filters"), name)
+            if values is not None:
+                q = q.where(col.in_(values))
+        rows = list(ctx.conn.execute(q.order_by(G.id)))
+    groups = describe_groups(ctx, rows)
+    if any(name.endswith("group-name") and "." in name for name, _ in filters):
+        _fill_pair_names(ctx, groups)
+    if filters:
+        groups = [g for g in groups if matches(g, filters, GROUP_FILTERS)]
+    for g in groups:
+        for d in ("ip_permissions", "ip_permissions_egress"):
+            for perm in g[d]:
+                for pair in perm["user_id_group_pairs"]:
+                    pair.pop("group_name", None)
+    page, token = paginate(groups, "group_id", max_results, p.get("next_token"))
+    return {"security_groups": page, "next_token": token}
+
+
+def _authorize(ctx: Ctx, p: Params, egress: bool) -> Result:
+    if egress and not p.get("group_id"):
+        raise ApiError("MissingParameter", "The request must contain the parameter groupId")
+    group = target_group(ctx, p)
+    specs = specs_from_permissions(ctx, group, permissions_from_params(p), egress)
+    rows = insert_rules(ctx, group, specs)
+    for row in rows:
+        resources.tag_specifications(ctx, p, "security-group-rule", row.id)
+    log_rules(ctx, group)
+    tags = resources.tags_for(ctx, [r.id for r in rows])
+    return {
+        "return": True,
+        "security_group_rules": [
+            rule_result(ctx, r, group.account_id, tags.get(r.id)) for r in rows
+        ],
+    }
+
+
+@action("AuthorizeSecurityGroupIngress", write=True)
+def authorize_ingress(ctx: Ctx, p: Params) -> Result:
+    return _authorize(ctx, p, egress=False)
+
+
+@action("AuthorizeSecurityGroupEgress", write=True)
+def authorize_egress(ctx: Ctx, p: Params) -> Result:
+    return _authorize(ctx, p, egress=True)
+
+
+def _revoked(row: Row) -> Result:
+    return {
+        "security_group_rule_id": row.id,
+        "group_id": row.group_id,
+        "is_egress": row.egress,
+        "ip_protocol": PROTOCOL_LABELS.get(row.protocol, row.protocol),
+        "from_port": row.from_port,
+        "to_port": row.to_port,
+        "cidr_ipv4": row.cidr_ipv4,
+        "cidr_ipv6": row.cidr_ipv6,
+        "prefix_list_id": row.prefix_list_id,
+        "referenced_group_id": row.ref_group_id,
+        "description": row.description,
+    }
+
+
+def _revoke(ctx: Ctx, p: Params, egress: bool) -> Result:
+    rule_ids = p.get("security_group_rule_ids") or []
+    if egress and not p.get("group_id"):
+        raise ApiError("MissingParameter", "The request must contain the parameter groupId")
+    group = target_group(ctx, p)
+    current = [r for r in existing_rules(ctx, group.id) if r.egress == egress]
+    unknown: list[Result] = []
+    if rule_ids:
+        by_id = {r.id: r for r in current}
+        for rid in rule_ids:
+            check_id(rid, "sgr", "InvalidSecurityGroupRuleId.Malformed")
+            if rid not in by_id:
+                raise ApiError(
+                    "InvalidSecurityGroupRuleId.NotFound",
+                    f"The security group rule ID '{rid}' does not exist",
+                )
+        doomed = [by_id[rid] for rid in dict.fromkeys(rule_ids)]
+    else:
+        by_key = {RuleSpec.from_row(r).key: r for r in current}
+        specs = specs_from_permissions(ctx, group, permissions_from_params(p), egress)
+        doomed = []
+        vpc_default = group.vpc_id == default_vpc_id(ctx)
+        for spec in specs:
+            row = by_key.get(spec.key)
+            if row is None:
+                if not vpc_default:
+                    raise ApiError(
+                        "InvalidPermission.NotFound",
+                        "The specified rule does not exist in this security group.",
+                    )
+                unknown.append(permissions_of([spec])[0])
+            elif row not in doomed:
+                doomed.append(row)
+    ids = [r.id for r in doomed]
+    if ids:
+        resources.drop_tags(ctx, ids)
+        ctx.conn.execute(delete(schema.rules).where(R.id.in_(ids)))
+        log_rules(ctx, group)
+    out: Result = {"return": True, "revoked_security_group_rules": [_revoked(r) for r in doomed]}
+    if unknown:
+        out["unknown_ip_permissions"] = unknown
+    return out
+
+
+@action("RevokeSecurityGroupIngress", write=True)
+def revoke_ingress(ctx: Ctx, p: Params) -> Result:
+    return _revoke(ctx, p, egress=False)
+
+
+@action("RevokeSecurityGroupEgress", write=True)
+def revoke_egress(ctx: Ctx, p: Params) -> Result:
+    return _revoke(ctx, p, egress=True)
+
+
+RULE_FILTERS: FilterSpec = {
+    "group-id": lambda r: [r["group_id"]],
+    "security-group-rule-id": lambda r: [r["security_group_rule_id"]],
+}
+
+
+@action("DescribeSecurityGroupRules", write=False)
+def describe_security_group_rules(ctx: Ctx, p: Params) -> Result:
+    filters = parse_filters(p.get("filters"), RULE_FILTERS)
+    max_results = check_max_results(p.get("max_results"))
+    q = select(schema.rules).where(R.account_id == ctx.account_id, R.region == ctx.region)
+    if p.get("security_group_rule_ids"):
+        rows = resources.get_many(ctx, p["security_group_rule_ids"], "sgr")
+    else:
+        gids = exact_filter_values(p.get("filters"), "group-id")
+        if gids is not None:
+            q = q.where(R.group_id.in_(gids))
+        rows = list(ctx.conn.execute(q.order_by(R.id)))
+    tags = resources.tags_for(ctx, [r.id for r in rows])
+    items = [rule_result(ctx, r, r.account_id, tags.get(r.id)) for r in rows]
+    if filters:
+        items = [it for it in items if matches(it, filters, RULE_FILTERS)]
+    page, token = paginate(items, "security_group_rule_id", max_results, p.get("next_token"))
+    return {"security_group_rules": page, "next_token": token}
+
+
+@action("ModifySecurityGroupRules", write=True)
+def modify_security_group_rules(ctx: Ctx, p: Params) -> Result:
+    group = resources.get(ctx, p.get("group_id"), "sg")
+    current = {r.id: r for r in existing_rules(ctx, group.id)}
+    updates = p.get("security_group_rules") or []
+    if not updates:
+        raise ApiError(
+            "MissingParameter", "The request must contain the parameter SecurityGroupRules"
+        )
+    new: dict[str, RuleSpec] = {}
+    for upd in updates:
+        rid = check_id(
+            upd.get("security_group_rule_id"), "sgr", "InvalidSecurityGroupRuleId.Malformed"
+        )
+        if rid not in current:
+            raise ApiError(
+                "InvalidSecurityGroupRuleId.NotFound",
+                f"The security group rule ID '{rid}' does not exist",
+            )
+        req = upd.get("security_group_rule")
+        if not req:
+            raise ApiError(
+                "MissingParameter",
+                "The request must contain the parameter SecurityGroupRule for " + rid,
+            )
+        new[rid] = spec_from_rule_request(ctx, group, req, current[rid].egress)
+    keys = {RuleSpec.from_row(r).key for rid, r in current.items() if rid not in new}
+    for spec in new.values():
+        if spec.key in keys:
+            raise ApiError(
+                "InvalidPermission.Duplicate", f"the specified rule {spec.text()} already exists"
+            )
+        keys.add(spec.key)
+    for rid, spec in new.items():
+        ctx.conn.execute(
+            update(schema.rules)
+            .where(R.id == rid)
+            .values(
+                protocol=spec.protocol,
+                from_port=spec.from_port,
+                to_port=spec.to_port,
+                cidr_ipv4=spec.cidr_ipv4,
+                cidr_ipv6=spec.cidr_ipv6,
+                prefix_list_id=spec.prefix_list_id,
+                ref_group_id=spec.ref_group_id,
+                ref_user_id=spec.ref_user_id,
+                description=spec.description,
+            )
+        )
+    log_rules(ctx, group)
+    return {"return": True}
+
+
+def _update_descriptions(ctx: Ctx, p: Params, egress: bool) -> Result:
+    group = target_group(ctx, p)
+    current = [r for r in existing_rules(ctx, group.id) if r.egress == egress]
+    changes: dict[str, str | None] = {}
+    if p.get("security_group_rule_descriptions"):
+        by_id = {r.id for r in current}
+        for item in p["security_group_rule_descriptions"]:
+            rid = check_id(
+                item.get("security_group_rule_id"), "sgr", "InvalidSecurityGroupRuleId.Malformed"
+            )
+            if rid not in by_id:
+                raise ApiError(
+                    "InvalidSecurityGroupRuleId.NotFound",
+                    f"The security group rule ID '{rid}' does not exist",
+                )
+            changes[rid] = resources.description(item.get("description"))
+    else:
+        by_key = {RuleSpec.from_row(r).key: r for r in current}
+        for spec in specs_from_permissions(ctx, group, permissions_from_params(p), egress):
+            row = by_key.get(spec.key)
+            if row is None:
+                raise ApiError(
+                    "InvalidPermission.NotFound",
+                    "The specified rule does not exist in this security group.",
+                )
+            changes[row.id] = spec.description
+    for rid, desc in changes.items():
+        ctx.conn.execute(update(schema.rules).where(R.id == rid).values(description=desc))
+    if changes:
+        log_rules(ctx, group)
+    return {"return": True}
+
+
+@action("UpdateSecurityGroupRuleDescriptionsIngress", write=True)
+def update_descriptions_ingress(ctx: Ctx, p: Params) -> Result:
+    return _update_descriptions(ctx, p, egress=False)
+
+
+@action("UpdateSecurityGroupRuleDescriptionsEgress", write=True)
+def update_descriptions_egress(ctx: Ctx, p: Params) -> Result:
+    return _update_descriptions(ctx, p, egress=True)
+
+
+@action("DescribeSecurityGroupReferences", write=False)
+def describe_security_group_references(ctx: Ctx, p: Params) -> Result:
+    ids = p.get("group_id") or []
+    if not ids:
+        raise ApiError("MissingParameter", "The request must contain the parameter groupId")
+    groups = resources.get_many(ctx, ids, "sg")
+    refs = []
+    for g in groups:
+        rows = ctx.conn.execute(
+            select(R.group_id, G.vpc_id)
+            .join(schema.security_groups, G.id == R.group_id)
+            .where(R.ref_group_id == g.id, G.vpc_id != g.vpc_id)
+            .distinct()
+        )
+        for _gid, vpc in rows:
+            refs.append({"group_id": g.id, "referencing_vpc_id": vpc})
+    return {"security_group_reference_set": refs}

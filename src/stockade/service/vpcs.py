@@ -1,0 +1,319 @@
+"""VPCs and subnets, and the default VPC every account gets in every region."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from sqlalchemy import Row, delete, func, insert, select
+
+from stockade.errors import ApiError
+from stockade.service import groups, resources
+from stockade.service.common import (
+    ZONE_LETTERS,
+    Ctx,
+    FilterSpec,
+    Params,
+    Result,
+    action,
+    check_max_results,
+    matches,
+    new_id,
+    paginate,
+    parse_filters,
+)
+from stockade.store import schema
+
+DEFAULT_VPC_CIDR = "172.31.0.0/16"
+V = schema.vpcs.c
+S = schema.subnets.c
+
+
+def region_ready(ctx: Ctx) -> bool:
+    rt = schema.regions.c
+    return (
+        ctx.conn.execute(
+            select(rt.default_vpc_id).where(
+                rt.account_id == ctx.account_id, rt.region == ctx.region
+            )
+        ).first()
+        is not None
+    )
+
+
+def ensure_region(ctx: Ctx) -> None:
+    """Create the default VPC (172.31.0.0/16), one /20 subnet per zone and the default group."""
+    if region_ready(ctx):
+        return
+    vpc = create_vpc_row(ctx, DEFAULT_VPC_CIDR, is_default=True)
+    ctx.conn.execute(
+        insert(schema.regions).values(
+            account_id=ctx.account_id, region=ctx.region, default_vpc_id=vpc.id
+        )
+    )
+    net = ipaddress.ip_network(DEFAULT_VPC_CIDR)
+    for letter, cidr in zip(ZONE_LETTERS, net.subnets(new_prefix=20), strict=False):
+        create_subnet_row(ctx, vpc.id, str(cidr), f"{ctx.region}{letter}", default=True)
+
+
+def create_vpc_row(ctx: Ctx, cidr: str, *, is_default: bool = False) -> Row:
+    vpc_id = new_id("vpc")
+    ctx.conn.execute(
+        insert(schema.vpcs).values(
+            id=vpc_id,
+            account_id=ctx.account_id,
+            region=ctx.region,
+            cidr=cidr,
+            is_default=is_default,
+            state="available",
+        )
+    )
+    ctx.log("vpc.created", vpc_id, cidr=cidr)
+    groups.create_group(ctx, vpc_id, "default", "default VPC security group")
+    return ctx.conn.execute(select(schema.vpcs).where(V.id == vpc_id)).one()
+
+
+def create_subnet_row(ctx: Ctx, vpc_id: str, cidr: str, zone: str, *, default: bool) -> Row:
+    subnet_id = new_id("subnet")
+    ctx.conn.execute(
+        insert(schema.subnets).values(
+            id=subnet_id,
+            account_id=ctx.account_id,
+            region=ctx.region,
+            vpc_id=vpc_id,
+            cidr=cidr,
+            availability_zone=zone,
+            default_for_az=default,
+            map_public_ip=default,
+        )
+    )
+    ctx.log("subnet.created", subnet_id, vpc_id=vpc_id, cidr=cidr)
+    return ctx.conn.execute(select(schema.subnets).where(S.id == subnet_id)).one()
+
+
+def check_block(value: object, lo: int, hi: int, code: str) -> ipaddress.IPv4Network:
+    try:
+        net = ipaddress.IPv4Network(str(value), strict=True)
+        if "/" not in str(value) or not lo <= net.prefixlen <= hi:
+            raise ValueError(value)
+    except ValueError:
+        raise ApiError(code, f"The CIDR '{value}' is invalid.") from None
+    return net
+
+
+def vpc_result(ctx: Ctx, row: Row, tags: list | None) -> Result:
+    out: Result = {
+        "vpc_id": row.id,
+        "owner_id": row.account_id,
+        "cidr_block": row.cidr,
+        "state": row.state,
+        "is_default": row.is_default,
+        "instance_tenancy": "default",
+        "dhcp_options_id": "default",
+        "cidr_block_association_set": [
+            {
+                "association_id": "vpc-cidr-assoc-" + row.id[4:],
+                "cidr_block": row.cidr,
+                "cidr_block_state": {"state": "associated"},
+            }
+        ],
+    }
+    if tags:
+        out["tags"] = tags
+    return out
+
+
+def subnet_result(ctx: Ctx, row: Row, tags: list | None, used: int = 0) -> Result:
+    size = ipaddress.ip_network(row.cidr).num_addresses
+    out: Result = {
+        "subnet_id": row.id,
+        "vpc_id": row.vpc_id,
+        "owner_id": row.account_id,
+        "cidr_block": row.cidr,
+        "state": "available",
+        "availability_zone": row.availability_zone,
+        "availability_zone_id": zone_id(ctx.region, row.availability_zone[-1]),
+        "available_ip_address_count": max(size - 5 - used, 0),
+        "default_for_az": row.default_for_az,
+        "map_public_ip_on_launch": row.map_public_ip,
+        "subnet_arn": ctx.arn("subnet", row.id, row.account_id),
+    }
+    if tags:
+        out["tags"] = tags
+    return out
+
+
+def zone_id(region: str, letter: str) -> str:
+    short = "".join(part[0] if not part.isdigit() else part for part in region.split("-"))
+    return f"{short}-az{ZONE_LETTERS.index(letter) + 1}"
+
+
+@action("CreateVpc", write=True)
+def create_vpc(ctx: Ctx, p: Params) -> Result:
+    if not p.get("cidr_block"):
+        raise ApiError("MissingParameter", "The request must contain the parameter cidrBlock")
+    net = check_block(p["cidr_block"], 16, 28, "InvalidVpc.Range")
+    row = create_vpc_row(ctx, str(net))
+    resources.tag_specifications(ctx, p, "vpc", row.id)
+    return {"vpc": vpc_result(ctx, row, resources.tags_for(ctx, [row.id]).get(row.id))}
+
+
+@action("DeleteVpc", write=True)
+def delete_vpc(ctx: Ctx, p: Params) -> Result:
+    vpc = resources.get(ctx, p.get("vpc_id"), "vpc")
+    G = schema.security_groups.c
+    others = ctx.conn.execute(
+        select(func.count())
+        .select_from(schema.security_groups)
+        .where(G.vpc_id == vpc.id, G.name != "default")
+    ).scalar_one()
+    subnets = ctx.conn.execute(
+        select(func.count()).select_from(schema.subnets).where(S.vpc_id == vpc.id)
+    ).scalar_one()
+    if others or subnets:
+        raise ApiError(
+            "DependencyViolation", f"The vpc '{vpc.id}' has dependencies and cannot be deleted."
+        )
+    if vpc.is_default:
+        raise ApiError(
+            "OperationNotPermitted",
+            f"The default VPC '{vpc.id}' is kept by Stockade and cannot be deleted.",
+        )
+    default_group = ctx.conn.execute(
+        select(schema.security_groups).where(G.vpc_id == vpc.id, G.name == "default")
+    ).first()
+    if default_group is not None:
+        referenced = ctx.conn.execute(
+            select(schema.rules.c.id).where(
+                schema.rules.c.ref_group_id == default_group.id,
+                schema.rules.c.group_id != default_group.id,
+            )
+        ).first()
+        if referenced is not None:
+            raise ApiError(
+                "DependencyViolation",
+                f"The vpc '{vpc.id}' has dependencies and cannot be deleted.",
+            )
+        rule_ids = [r.id for r in groups.existing_rules(ctx, default_group.id)]
+        resources.drop_tags(ctx, [default_group.id, *rule_ids])
+        ctx.conn.execute(delete(schema.rules).where(schema.rules.c.group_id == default_group.id))
+        ctx.conn.execute(delete(schema.security_groups).where(G.id == default_group.id))
+        ctx.log("group.deleted", default_group.id, vpc_id=vpc.id)
+    resources.drop_tags(ctx, [vpc.id])
+    ctx.conn.execute(delete(schema.vpcs).where(V.id == vpc.id))
+    ctx.log("vpc.deleted", vpc.id)
+    return {}
+
+
+VPC_FILTERS: FilterSpec = {
+    "vpc-id": lambda v: [v["vpc_id"]],
+    "cidr": lambda v: [v["cidr_block"]],
+    "cidr-block-association.cidr-block": lambda v: [v["cidr_block"]],
+    "cidr-block-association.state": lambda v: ["associated"],
+    "is-default": lambda v: [v["is_default"]],
+    "state": lambda v: [v["state"]],
+    "owner-id": lambda v: [v["owner_id"]],
+    "dhcp-options-id": lambda v: [v["dhcp_options_id"]],
+    "instance-tenancy": lambda v: [v["instance_tenancy"]],
+}
+
+
+@action("DescribeVpcs", write=False)
+def describe_vpcs(ctx: Ctx, p: Params) -> Result:
+    filters = parse_filters(p.get("filters"), VPC_FILTERS)
+    max_results = check_max_results(p.get("max_results"))
+    if p.get("vpc_ids"):
+        rows = resources.get_many(ctx, p["vpc_ids"], "vpc")
+    else:
+        rows = list(
+            ctx.conn.execute(
+                select(schema.vpcs).where(V.account_id == ctx.account_id, V.region == ctx.region)
+            )
+        )
+    tags = resources.tags_for(ctx, [r.id for r in rows])
+    items = [vpc_result(ctx, r, tags.get(r.id)) for r in rows]
+    items = [it for it in items if matches(it, filters, VPC_FILTERS)]
+    page, token = paginate(items, "vpc_id", max_results, p.get("next_token"))
+    return {"vpcs": page, "next_token": token}
+
+
+@action("CreateSubnet", write=True)
+def create_subnet(ctx: Ctx, p: Params) -> Result:
+    vpc = resources.get(ctx, p.get("vpc_id"), "vpc")
+    if not p.get("cidr_block"):
+        raise ApiError("MissingParameter", "The request must contain the parameter cidrBlock")
+    net = check_block(p["cidr_block"], 16, 28, "InvalidSubnet.Range")
+    if not net.subnet_of(ipaddress.IPv4Network(vpc.cidr)):
+        raise ApiError("InvalidSubnet.Range", f"The CIDR '{net}' is invalid.")
+    for other in ctx.conn.execute(select(S.cidr).where(S.vpc_id == vpc.id)).scalars():
+        if net.overlaps(ipaddress.IPv4Network(other)):
+            raise ApiError(
+                "InvalidSubnet.Conflict", f"The CIDR '{net}' conflicts with another subnet"
+            )
+    zones = [f"{ctx.region}{letter}" for letter in ZONE_LETTERS]
+    zone = p.get("availability_zone") or zones[0]
+    if p.get("availability_zone_id"):
+        by_id = {zone_id(ctx.region, z[-1]): z for z in zones}
+        zone = by_id.get(p["availability_zone_id"], "")
+    if zone not in zones:
+        raise ApiError(
+            "InvalidParameterValue",
+            f"Value ({zone}) for parameter availabilityZone is invalid. "
+            f"Subnets can currently only be created in the following availability zones: "
+            f"{', '.join(zones)}.",
+        )
+    row = create_subnet_row(ctx, vpc.id, str(net), zone, default=False)
+    resources.tag_specifications(ctx, p, "subnet", row.id)
+    return {"subnet": subnet_result(ctx, row, resources.tags_for(ctx, [row.id]).get(row.id))}
+
+
+# Checks other modules add (instances in a subnet, ...): each raises DependencyViolation.
+SUBNET_DELETE_CHECKS: list = []
+
+
+@action("DeleteSubnet", write=True)
+def delete_subnet(ctx: Ctx, p: Params) -> Result:
+    subnet = resources.get(ctx, p.get("subnet_id"), "subnet")
+    for check in SUBNET_DELETE_CHECKS:
+        check(ctx, subnet.id)
+    resources.drop_tags(ctx, [subnet.id])
+    ctx.conn.execute(delete(schema.subnets).where(S.id == subnet.id))
+    ctx.log("subnet.deleted", subnet.id, vpc_id=subnet.vpc_id)
+    return {}
+
+
+SUBNET_FILTERS: FilterSpec = {
+    "subnet-id": lambda s: [s["subnet_id"]],
+    "vpc-id": lambda s: [s["vpc_id"]],
+    "cidr-block": lambda s: [s["cidr_block"]],
+    "cidr": lambda s: [s["cidr_block"]],
+    "cidrBlock": lambda s: [s["cidr_block"]],
+    "availability-zone": lambda s: [s["availability_zone"]],
+    "availabilityZone": lambda s: [s["availability_zone"]],
+    "availability-zone-id": lambda s: [s["availability_zone_id"]],
+    "default-for-az": lambda s: [s["default_for_az"]],
+    "defaultForAz": lambda s: [s["default_for_az"]],
+    "map-public-ip-on-launch": lambda s: [s["map_public_ip_on_launch"]],
+    "owner-id": lambda s: [s["owner_id"]],
+    "state": lambda s: [s["state"]],
+    "subnet-arn": lambda s: [s["subnet_arn"]],
+    "available-ip-address-count": lambda s: [s["available_ip_address_count"]],
+}
+
+
+@action("DescribeSubnets", write=False)
+def describe_subnets(ctx: Ctx, p: Params) -> Result:
+    filters = parse_filters(p.get("filters"), SUBNET_FILTERS)
+    max_results = check_max_results(p.get("max_results"))
+    if p.get("subnet_ids"):
+        rows = resources.get_many(ctx, p["subnet_ids"], "subnet")
+    else:
+        rows = list(
+            ctx.conn.execute(
+                select(schema.subnets).where(S.account_id == ctx.account_id, S.region == ctx.region)
+            )
+        )
+    tags = resources.tags_for(ctx, [r.id for r in rows])
+    items = [subnet_result(ctx, r, tags.get(r.id)) for r in rows]
+    items = [it for it in items if matches(it, filters, SUBNET_FILTERS)]
+    page, token = paginate(items, "subnet_id", max_results, p.get("next_token"))
+    return {"subnets": page, "next_token": token}

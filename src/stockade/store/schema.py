@@ -1,0 +1,158 @@
+"""The database schema (SQLAlchemy Core). Alembic migrations in ``migrations/`` create it.
+
+Names inside are snake_case; EC2 spellings live only in the API codec.
+Every mutation of a resource appends a row to ``changes`` in the same transaction, so the
+change log's order is the commit order (writers are serialised on the ``counters`` row).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", String(12), primary_key=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("created_at", String(32), nullable=False),
+)
+
+access_keys = Table(
+    "access_keys",
+    metadata,
+    Column("access_key_id", String(32), primary_key=True),
+    Column("account_id", String(12), ForeignKey("accounts.id", ondelete="CASCADE"), index=True),
+    Column("secret_access_key", String(64), nullable=False),
+    Column("created_at", String(32), nullable=False),
+)
+
+# One row per account and region that has been used: holds the default VPC id and is the
+# row that serialises quota checks of that account+region.
+regions = Table(
+    "account_regions",
+    metadata,
+    Column("account_id", String(12), ForeignKey("accounts.id", ondelete="CASCADE")),
+    Column("region", String(32)),
+    Column("default_vpc_id", String(32), nullable=False),
+    UniqueConstraint("account_id", "region"),
+)
+
+vpcs = Table(
+    "vpcs",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("account_id", String(12), nullable=False),
+    Column("region", String(32), nullable=False),
+    Column("cidr", String(64), nullable=False),
+    Column("is_default", Boolean, nullable=False, default=False),
+    Column("state", String(16), nullable=False, default="available"),
+    Index("ix_vpcs_owner", "account_id", "region"),
+)
+
+subnets = Table(
+    "subnets",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("account_id", String(12), nullable=False),
+    Column("region", String(32), nullable=False),
+    Column("vpc_id", String(32), ForeignKey("vpcs.id"), nullable=False, index=True),
+    Column("cidr", String(64), nullable=False),
+    Column("availability_zone", String(32), nullable=False),
+    Column("default_for_az", Boolean, nullable=False, default=False),
+    Column("map_public_ip", Boolean, nullable=False, default=False),
+    Index("ix_subnets_owner", "account_id", "region"),
+)
+
+security_groups = Table(
+    "security_groups",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("account_id", String(12), nullable=False),
+    Column("region", String(32), nullable=False),
+    Column("vpc_id", String(32), ForeignKey("vpcs.id"), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("description", String(255), nullable=False),
+    UniqueConstraint("vpc_id", "name", name="uq_group_name_per_vpc"),
+    Index("ix_groups_owner", "account_id", "region"),
+)
+
+rules = Table(
+    "sg_rules",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column(
+        "group_id",
+        String(32),
+        ForeignKey("security_groups.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("account_id", String(12), nullable=False),
+    Column("region", String(32), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("egress", Boolean, nullable=False),
+    # "-1" for all, else the IP protocol number as text ("6", "17", "1", "58", "50", ...)
+    Column("protocol", String(8), nullable=False),
+    Column("from_port", Integer, nullable=True),
+    Column("to_port", Integer, nullable=True),
+    Column("cidr_ipv4", String(64), nullable=True),
+    Column("cidr_ipv6", String(64), nullable=True),
+    Column("prefix_list_id", String(64), nullable=True),
+    Column("ref_group_id", String(32), nullable=True, index=True),
+    Column("ref_user_id", String(12), nullable=True),
+    Column("description", String(255), nullable=True),
+    Index("ix_rules_owner", "account_id", "region"),
+)
+
+tags = Table(
+    "tags",
+    metadata,
+    Column("resource_id", String(32), primary_key=True),
+    Column("key", String(128), primary_key=True),
+    Column("value", String(256), nullable=False),
+    Column("account_id", String(12), nullable=False),
+    Column("region", String(32), nullable=False),
+    Column("resource_type", String(32), nullable=False),
+    Index("ix_tags_owner", "account_id", "region"),
+)
+
+changes = Table(
+    "changes",
+    metadata,
+    Column("revision", BigInteger, primary_key=True, autoincrement=False),
+    Column("account_id", String(12), nullable=False),
+    Column("region", String(32), nullable=False),
+    Column("kind", String(64), nullable=False),
+    Column("resource_id", String(64), nullable=False),
+    Column("data", JSON, nullable=True),
+    Column("at", String(32), nullable=False),
+)
+
+counters = Table(
+    "counters",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("value", BigInteger, nullable=False),
+)
+
+settings = Table(
+    "settings",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
