@@ -191,3 +191,49 @@ def account(server: Server) -> accounts.Account:
 @pytest.fixture
 def ec2(server: Server, account: accounts.Account):
     return server.client(account)
+
+
+@dataclass
+class RawReply:
+    status: int
+    body: str
+
+    @property
+    def code(self) -> str | None:
+        import re
+
+        m = re.search(r"<Code>(.*?)</Code>", self.body)
+        return m.group(1) if m else None
+
+    @property
+    def message(self) -> str | None:
+        import re
+
+        m = re.search(r"<Message>(.*?)</Message>", self.body, re.S)
+        return m.group(1) if m else None
+
+
+def raw_request(
+    server: Server,
+    acct: accounts.Account | None,
+    params: dict[str, str] | str | bytes,
+    *,
+    region: str = "us-east-1",
+    headers: dict[str, str] | None = None,
+) -> RawReply:
+    """A request exactly as given (no client-side validation), SigV4-signed if ``acct``."""
+    from urllib.parse import urlencode
+
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    body = params if isinstance(params, str | bytes) else urlencode(params)
+    hdrs = {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8", **(headers or {})}
+    req = AWSRequest(method="POST", url=server.url + "/", data=body, headers=hdrs)
+    if acct is not None:
+        creds = Credentials(acct.access_key_id, acct.secret_access_key)
+        SigV4Auth(creds, "ec2", region).add_auth(req)
+    prepared = req.prepare()
+    resp = httpx.post(server.url + "/", content=prepared.body, headers=dict(prepared.headers))
+    return RawReply(resp.status_code, resp.text)

@@ -1,10 +1,8 @@
-"""EC2 Query protocol codec, driven entirely by botocore's EC2 service model (2016-11-15).
+"""EC2 Query protocol codec driven entirely by botocore's EC2 service model (2016-11-15).
 
-Requests: the flat ``Name.1.Sub=value`` parameters are split into a trie once and walked together
-with per-shape decoder tables (wire name -> snake_case name, converter) that are built lazily on
-first use and cached, so a request only touches the members it actually sends. Responses: cached
-per-shape encoder tables (snake_case name -> element tags, encoder) emit EC2's XML by appending
-escaped strings to one list and joining it, in the model's member order.
+Requests: the flat ``Name.1.Sub=value`` parameters are split into a trie once, then walked with
+per-shape decoder tables (wire name -> snake_case key, converter) built lazily and cached.
+Responses: cached per-shape encoder tables emit EC2 XML in model member order by string joins.
 """
 
 from __future__ import annotations
@@ -229,7 +227,7 @@ class _InStruct:
 
     __slots__ = ("members", "required")
 
-    def __init__(self, members: dict[str, tuple[str, _Decoder]], required: tuple[str, ...]):
+    def __init__(self, members: dict[str, tuple[str, _Decoder]], required: tuple[str, ...]) -> None:
         self.members = members
         self.required = required
 

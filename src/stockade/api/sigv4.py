@@ -54,7 +54,6 @@ _ISO_BASIC = re.compile(r"[0-9]{8}T[0-9]{6}Z")
 _UNRESERVED = re.compile(r"[A-Za-z0-9\-._~]*")
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _DIGITS = re.compile(r"[0-9]{1,10}")
-_AUTH_SEPARATORS = re.compile(r"[\s,]+")
 
 _QUERY_AUTH_KEYS = frozenset(
     {
@@ -157,6 +156,7 @@ def _canonical_path(path: str) -> str:
     return quote(_enc(_remove_dot_segments(path)), safe="/~")
 
 
+@functools.lru_cache(maxsize=64)  # concurrent requests share their timestamps
 def _parse_time(value: str, http_date: bool) -> tuple[datetime, str]:
     if _ISO_BASIC.fullmatch(value):
         try:
@@ -325,7 +325,7 @@ def _from_header(authorization: str, headers: Mapping[str, str]) -> _Fields:
     text = authorization.strip()
     if not text.startswith("AWS4-"):
         raise ApiError("MissingAuthenticationToken", MSG_MISSING_TOKEN, 401)
-    tokens = _AUTH_SEPARATORS.split(text)
+    tokens = text.replace(",", " ").split()  # AWS splits on commas and whitespace
     params: dict[str, str] = {}
     for token in tokens[1:]:
         if token:
