@@ -109,7 +109,7 @@ def sign_query(
     *,
     method: str = "GET",
     url: str = ENDPOINT + "/?Action=DescribeRegions&Version=2016-11-15",
-    data: str | None = None,
+    data: dict[str, str] | None = None,
     region: str = "eu-west-1",
     expires: int = 60,
     token: str | None = None,
@@ -328,8 +328,9 @@ def test_query_form_bad_expires(value: str, message: str) -> None:
 
 
 def test_query_form_presigned_post_moves_the_body_into_the_query() -> None:
-    wire = sign_query(method="POST", url=ENDPOINT + "/", data=BODY)
-    assert "Action=DescribeSecurityGroups" in wire.query
+    form = {"Action": "DescribeSecurityGroups", "Version": "2016-11-15", "GroupName.1": "a b"}
+    wire = sign_query(method="POST", url=ENDPOINT + "/", data=form)
+    assert "Action=DescribeSecurityGroups" in wire.query and wire.body == b""
     wire.check()
 
 

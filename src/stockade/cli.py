@@ -107,6 +107,14 @@ def env(
         print(f"export {key}={shlex.quote(value)}")
 
 
+@app.command("agent-token")
+def agent_token_cmd(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
+    """Print the token data-plane agents use to read the change log."""
+    from stockade.store.db import agent_token
+
+    print(agent_token(open_store(data_dir, database_url)))
+
+
 @account_app.command("create")
 def account_create(
     name: str,

@@ -7,9 +7,13 @@ bugs are 500 ``InternalError`` (and those are logged with their traceback).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hmac
 import logging
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
@@ -28,7 +32,7 @@ from stockade.api import codec, sigv4
 from stockade.errors import ApiError
 from stockade.service.common import ACTIONS, REGIONS, Config, Ctx
 from stockade.service.vpcs import ensure_region
-from stockade.store.db import Store
+from stockade.store.db import Store, agent_token, read_changes
 
 log = logging.getLogger("stockade.api")
 
@@ -45,8 +49,30 @@ class _DryRunOk(Exception):
 class Api:
     store: Store
     config: Config
+    agent_token: str
+    _loop: asyncio.AbstractEventLoop | None = None
+    _event: asyncio.Event | None = None
     _keys: dict[str, tuple[float, tuple[str, str] | None]] = field(default_factory=dict)
     _ready: set[tuple[str, str]] = field(default_factory=set)
+
+    def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._event = asyncio.Event()
+
+    def changed_event(self) -> asyncio.Event:
+        if self._event is None:
+            self._event = asyncio.Event()
+        return self._event
+
+    def _wake(self) -> None:
+        event, self._event = self._event, asyncio.Event()
+        if event is not None:
+            event.set()
+
+    def committed(self) -> None:
+        """Called from a worker thread after a write commits: wake long-polling agents."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wake)
 
     def secret(self, access_key_id: str) -> tuple[str, str] | None:
         now = time.monotonic()
@@ -63,8 +89,8 @@ class Api:
         """(account id, region) of a correctly signed request, or EC2's auth error."""
         signed = sigv4.parse_auth(
             request.method,
-            request.url.path,
-            request.url.query,
+            request.scope.get("raw_path", b"/").decode("latin-1"),
+            request.scope.get("query_string", b"").decode("latin-1"),
             {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.headers.raw},
             body,
         )
@@ -109,6 +135,8 @@ class Api:
                     result = spec.handler(Ctx(tx.conn, account_id, region, self.config, tx), params)
                     if dry_run:
                         raise _DryRunOk
+                if tx.appended:
+                    self.committed()
             else:
                 with self.store.read() as conn:
                     result = spec.handler(Ctx(conn, account_id, region, self.config), params)
@@ -191,10 +219,45 @@ def _error(code: str, message: str, status: int, request_id: str) -> Response:
     )
 
 
+async def changes(request: Request) -> Response:
+    """The change log, read-only, for data-plane agents: ``?since=REV&limit=N&wait=SECONDS``.
+
+    With ``wait``, the call long-polls until a change after ``since`` is committed.
+    """
+    api: Api = request.app.state.api
+    token = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+    if not token or not hmac.compare_digest(token, api.agent_token):
+        return JSONResponse({"error": "a valid agent token is required"}, 401)
+    try:
+        since = int(request.query_params.get("since", "0"))
+        limit = min(max(int(request.query_params.get("limit", "1000")), 1), 10_000)
+        wait = min(max(float(request.query_params.get("wait", "0")), 0.0), 30.0)
+    except ValueError:
+        return JSONResponse({"error": "since, limit and wait must be numbers"}, 400)
+    deadline = time.monotonic() + wait
+    while True:
+        event = api.changed_event()
+        rows = await run_in_threadpool(read_changes, api.store, since, limit)
+        remaining = deadline - time.monotonic()
+        if rows or remaining <= 0:
+            break
+        with contextlib.suppress(TimeoutError):
+            # woken by a commit in this process; other writers are seen within a second
+            await asyncio.wait_for(event.wait(), min(remaining, 1.0))
+    revision = rows[-1]["revision"] if rows else await run_in_threadpool(api.store.revision)
+    return JSONResponse({"revision": revision, "changes": rows})
+
+
 async def health(request: Request) -> Response:
     api: Api = request.app.state.api
     revision = await run_in_threadpool(api.store.revision)
     return JSONResponse({"status": "ok", "revision": revision})
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: Starlette) -> AsyncIterator[None]:
+    app.state.api.bind_loop(asyncio.get_running_loop())
+    yield
 
 
 def create_app(store: Store, config: Config | None = None) -> Starlette:
@@ -202,7 +265,10 @@ def create_app(store: Store, config: Config | None = None) -> Starlette:
         routes=[
             Route("/", ec2_endpoint, methods=["GET", "POST"]),
             Route("/_stockade/health", health, methods=["GET"]),
-        ]
+            Route("/_stockade/v1/changes", changes, methods=["GET"]),
+            Route("/{path:path}", ec2_endpoint, methods=["GET", "POST"]),
+        ],
+        lifespan=_lifespan,
     )
-    app.state.api = Api(store, config or Config())
+    app.state.api = Api(store, config or Config(), agent_token(store))
     return app

@@ -8,7 +8,8 @@ cannot race, and change-log revisions are handed out in commit order.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+import secrets
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,6 +123,20 @@ class Store:
                     .values(value=tx.revision)
                 )
 
+    def setting(self, key: str, default: Callable[[], str]) -> str:
+        """A stored setting, created from ``default()`` the first time it is asked for."""
+        t = schema.settings.c
+        with self.read() as conn:
+            value = conn.execute(select(t.value).where(t.key == key)).scalar()
+        if value is not None:
+            return value
+        with self.write() as tx:
+            value = tx.conn.execute(select(t.value).where(t.key == key)).scalar()
+            if value is None:
+                value = default()
+                tx.conn.execute(insert(schema.settings).values(key=key, value=value))
+        return value
+
     def revision(self) -> int:
         with self.read() as conn:
             return conn.execute(
@@ -130,3 +145,20 @@ class Store:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def agent_token(store: Store) -> str:
+    """The bearer token data-plane agents present to read the change log."""
+    return store.setting("agent_token", lambda: secrets.token_urlsafe(32))
+
+
+def read_changes(store: Store, since: int, limit: int) -> list[dict[str, Any]]:
+    c = schema.changes.c
+    with store.read() as conn:
+        rows = conn.execute(
+            select(c.revision, c.account_id, c.region, c.kind, c.resource_id, c.data, c.at)
+            .where(c.revision > since)
+            .order_by(c.revision)
+            .limit(limit)
+        )
+        return [dict(r._mapping) for r in rows]
