@@ -8,8 +8,8 @@ import threading
 import httpx
 import pytest
 from botocore.exceptions import ClientError
-from conftest import raw_request
 
+from conftest import raw_request
 from stockade.store.db import agent_token
 
 
