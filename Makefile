@@ -8,7 +8,7 @@ STAMP   := $(VENV)/.installed
 APT_PKGS := nftables libnftables1 iproute2 nmap postgresql wrk iperf3 dnsutils curl netcat-openbsd
 ARGS    ?=
 
-.PHONY: run test deps system-deps lint format bench clean
+.PHONY: run test deps system-deps lint format bench bench-deps clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -34,6 +34,12 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format src tests bench
 	$(BIN)/ruff check --fix src tests bench
+
+bench: bench-deps
+	$(BIN)/python bench/api_capacity.py $(ARGS)
+
+bench-deps: deps
+	$(BIN)/pip install -q -e '.[dev,bench]'
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,335 @@
+"""API capacity: Stockade against moto, measured with wrk replaying SigV4-signed requests.
+
+For each store size (groups), both servers get the same groups; then wrk (8 connections)
+replays pre-signed requests: DescribeSecurityGroups by id, with a filter,
+DescribeSecurityGroupRules, and a write mix (authorize then revoke of distinct rules).
+Prints a table and writes bench/results/api_capacity.json. Asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from urllib.parse import urlencode
+
+import boto3
+import httpx
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.config import Config as BotoConfig
+from botocore.credentials import Credentials
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+RESULTS = ROOT / "bench" / "results"
+console = Console(width=120)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {proc.args}")
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{url} did not come up")
+
+
+class Target:
+    """A server under test with the credentials to sign for it."""
+
+    def __init__(self, name: str, url: str, key: str, secret: str, proc: subprocess.Popen):
+        self.name, self.url, self.key, self.secret, self.proc = name, url, key, secret, proc
+
+    def client(self):
+        return boto3.client(
+            "ec2",
+            endpoint_url=self.url,
+            region_name="us-east-1",
+            aws_access_key_id=self.key,
+            aws_secret_access_key=self.secret,
+            config=BotoConfig(retries={"max_attempts": 1}, max_pool_connections=16),
+        )
+
+    def sign(self, params: dict[str, str]) -> tuple[str, dict[str, str]]:
+        body = urlencode({"Version": "2016-11-15", **params})
+        req = AWSRequest(
+            method="POST",
+            url=self.url + "/",
+            data=body,
+            headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"},
+        )
+        SigV4Auth(Credentials(self.key, self.secret), "ec2", "us-east-1").add_auth(req)
+        headers = {k: v for k, v in req.headers.items()}
+        headers["Host"] = self.url.removeprefix("http://")  # wrk.format() adds no Host of its own
+        return body, headers
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def start_stockade(tmp: str) -> Target:
+    port = free_port()
+    data = os.path.join(tmp, "stockade")
+    env = dict(os.environ, STOCKADE_MAX_GROUPS_PER_REGION="20000")
+    out = subprocess.run(
+        [str(BIN / "stockade"), "account", "create", "bench", "--json", "--data-dir", data],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    )
+    acct = json.loads(out.stdout)
+    proc = subprocess.Popen(
+        [str(BIN / "stockade"), "serve", "--port", str(port), "--data-dir", data],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_http(url + "/_stockade/health", proc)
+    return Target("stockade", url, acct["access_key_id"], acct["secret_access_key"], proc)
+
+
+def start_moto() -> Target:
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(BIN / "python"), "-m", "moto.server", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_http(url + "/moto-api/", proc)
+    return Target(
+        "moto", url, "AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", proc
+    )
+
+
+def populate(target: Target, count: int, have: int) -> list[str]:
+    """Grow the target to ``count`` groups (5 rules each); return the group ids."""
+    client = target.client()
+
+    def make(i: int) -> str:
+        gid = client.create_security_group(GroupName=f"bench-{i}", Description="bench")["GroupId"]
+        client.authorize_security_group_ingress(
+            GroupId=gid,
+            IpPermissions=[
+                {
+                    "IpProtocol": "tcp",
+                    "FromPort": p,
+                    "ToPort": p,
+                    "IpRanges": [{"CidrIp": f"10.{i % 250}.{p % 250}.0/24"}],
+                }
+                for p in (22, 80, 443, 8080, 3306)
+            ],
+        )
+        return gid
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(make, range(have, count)))
+    groups = []
+    for page in client.get_paginator("describe_security_groups").paginate(
+        Filters=[{"Name": "group-name", "Values": ["bench-*"]}]
+    ):
+        groups += [g["GroupId"] for g in page["SecurityGroups"]]
+    return groups
+
+
+LUA = """
+local reqs = {}
+%s
+local n = #reqs
+local i = 0
+local counter = 0
+setup = function(thread)
+  thread:set("offset", counter * 7919)
+  counter = counter + 1
+end
+request = function()
+  i = i + 1
+  local r = reqs[((i + offset) %% n) + 1]
+  return wrk.format("POST", "/", r[2], r[1])
+end
+"""
+
+
+def lua_string(s: str) -> str:
+    return "[==[" + s + "]==]"
+
+
+def write_script(path: Path, signed: list[tuple[str, dict[str, str]]]) -> None:
+    lines = []
+    for body, headers in signed:
+        hdrs = ", ".join(f"[ {lua_string(k)} ] = {lua_string(v)}" for k, v in headers.items())
+        lines.append(f"reqs[#reqs + 1] = {{{lua_string(body)}, {{{hdrs}}}}}")
+    path.write_text(LUA % "\n".join(lines))
+
+
+def run_wrk(url: str, script: Path, seconds: int) -> dict[str, float]:
+    out = subprocess.run(
+        ["wrk", "-t2", "-c8", f"-d{seconds}s", "--latency", "-s", str(script), url + "/"],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+
+    def pct(p: str) -> float:
+        m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out)
+        if not m:
+            return float("nan")
+        value, unit = float(m.group(1)), m.group(2)
+        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {
+        "rps": rps,
+        "p50_ms": pct("50"),
+        "p99_ms": pct("99"),
+        "non_2xx": int(errors.group(1)) if errors else 0,
+    }
+
+
+def workloads(target: Target, groups: list[str], n: int) -> dict[str, list]:
+    """Pre-signed requests per workload (signatures stay valid for 5 minutes)."""
+    picks = [groups[(i * 7919) % len(groups)] for i in range(n)]
+    by_id = [target.sign({"Action": "DescribeSecurityGroups", "GroupId.1": g}) for g in picks]
+    by_filter = [
+        target.sign(
+            {
+                "Action": "DescribeSecurityGroups",
+                "Filter.1.Name": "group-name",
+                "Filter.1.Value.1": f"bench-{(i * 7919) % len(groups)}",
+            }
+        )
+        for i in range(n)
+    ]
+    rules = [
+        target.sign(
+            {
+                "Action": "DescribeSecurityGroupRules",
+                "Filter.1.Name": "group-id",
+                "Filter.1.Value.1": g,
+            }
+        )
+        for g in picks
+    ]
+    writes = []
+    for i in range(n // 2):
+        g = picks[i]
+        perm = {
+            "GroupId": g,
+            "IpPermissions.1.IpProtocol": "udp",
+            "IpPermissions.1.FromPort": str(1000 + i),
+            "IpPermissions.1.ToPort": str(1000 + i),
+            "IpPermissions.1.IpRanges.1.CidrIp": "192.0.2.0/24",
+        }
+        writes.append(target.sign({"Action": "AuthorizeSecurityGroupIngress", **perm}))
+        writes.append(target.sign({"Action": "RevokeSecurityGroupIngress", **perm}))
+    return {
+        "describe-by-id": by_id,
+        "describe-filter": by_filter,
+        "describe-rules": rules,
+        "write-mix": writes,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="a 1-minute smoke run")
+    args = ap.parse_args()
+    sizes = [100] if args.quick else [100, 1000, 10000]
+    seconds = 2 if args.quick else 5
+    signed_n = 200 if args.quick else 2000
+    tmp = tempfile.mkdtemp(prefix="stockade-bench-")
+    targets = [start_stockade(tmp), start_moto()]
+    results: list[dict] = []
+    have = {t.name: 0 for t in targets}
+    try:
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("api capacity", total=len(sizes) * len(targets) * 5)
+            for size in sizes:
+                for t in targets:
+                    progress.update(task, description=f"{t.name}: {size} groups")
+                    groups = populate(t, size, have[t.name])
+                    have[t.name] = size
+                    progress.advance(task)
+                    for name, reqs in workloads(t, groups, signed_n).items():
+                        progress.update(task, description=f"{t.name} {size}: {name}")
+                        script = Path(tmp) / f"{t.name}-{name}.lua"
+                        write_script(script, reqs)
+                        stats = run_wrk(t.url, script, seconds)
+                        results.append(
+                            {"server": t.name, "groups": size, "workload": name, **stats}
+                        )
+                        progress.advance(task)
+    finally:
+        for t in targets:
+            t.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    report(results)
+
+
+def report(results: list[dict]) -> None:
+    table = Table(title="API capacity (wrk, 8 connections)")
+    for col in (
+        "workload",
+        "groups",
+        "stockade req/s",
+        "p50/p99 ms",
+        "moto req/s",
+        "p50/p99 ms",
+        "ratio",
+    ):
+        table.add_column(col, justify="right")
+    index = {(r["server"], r["workload"], r["groups"]): r for r in results}
+    for (server, workload, groups), s in index.items():
+        if server != "stockade":
+            continue
+        m = index.get(("moto", workload, groups))
+        if m is None:
+            continue
+        ratio = s["rps"] / m["rps"] if m["rps"] else float("inf")
+        table.add_row(
+            workload,
+            str(groups),
+            f"{s['rps']:.0f}",
+            f"{s['p50_ms']:.2f}/{s['p99_ms']:.2f}",
+            f"{m['rps']:.0f}",
+            f"{m['p50_ms']:.2f}/{m['p99_ms']:.2f}",
+            f"{ratio:.1f}x",
+        )
+    console.print(table)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "api_capacity.json").write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
