@@ -1,0 +1,5 @@
+import sys
+
+from stockade.classic import main
+
+sys.exit(main())
