@@ -114,6 +114,11 @@ def secret_for(store: Store, access_key_id: str) -> tuple[str, str] | None:
 
 OWNED_TABLES = (
     schema.tags,
+    schema.addresses,
+    schema.network_interfaces,
+    schema.instances,
+    schema.reservations,
+    schema.key_pairs,
     schema.rules,
     schema.security_groups,
     schema.subnets,

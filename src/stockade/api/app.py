@@ -24,11 +24,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+import stockade.service.addresses
 import stockade.service.groups
+import stockade.service.images
+import stockade.service.instances
+import stockade.service.interfaces
+import stockade.service.keypairs
 import stockade.service.meta
 import stockade.service.vpcs  # noqa: F401  (registers actions)
 from stockade import accounts
-from stockade.api import codec, sigv4
+from stockade.api import codec, hosts, sigv4
 from stockade.errors import ApiError
 from stockade.service.common import ACTIONS, REGIONS, Config, Ctx
 from stockade.service.vpcs import ensure_region
@@ -270,6 +275,7 @@ def create_app(store: Store, config: Config | None = None) -> Starlette:
             Route("/", ec2_endpoint, methods=["GET", "POST"]),
             Route("/_stockade/health", health, methods=["GET"]),
             Route("/_stockade/v1/changes", changes, methods=["GET"]),
+            *hosts.ROUTES,
             Route("/{path:path}", ec2_endpoint, methods=["GET", "POST"]),
         ],
         lifespan=_lifespan,

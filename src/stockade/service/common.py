@@ -52,6 +52,13 @@ def _env_int(name: str, default: int) -> int:
         return default
 
 
+def _env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    return raw.strip().lower() not in ("0", "false", "no", "off")
+
+
 @dataclass
 class Config:
     """Quotas and naming; every number can be set through the environment."""
@@ -69,6 +76,17 @@ class Config:
     public_domain: str = field(
         default_factory=lambda: os.environ.get("STOCKADE_PUBLIC_DOMAIN", "stockade.test")
     )
+    # instances that are not stopped or terminated, per account and region (EC2's old
+    # default was 20; Mary's site in seed 002 runs 7 + 20 + 2, so Stockade allows 32)
+    max_instances: int = field(default_factory=lambda: _env_int("STOCKADE_MAX_INSTANCES", 32))
+    # Elastic IPs per account and region
+    max_addresses: int = field(default_factory=lambda: _env_int("STOCKADE_MAX_ADDRESSES", 5))
+    # where public and Elastic IPs come from (one pool for every account and region)
+    public_pool: str = field(
+        default_factory=lambda: os.environ.get("STOCKADE_PUBLIC_POOL", "198.18.0.0/15")
+    )
+    # no hosts: pending instances run at once, stopping ones stop (see service/instances.py)
+    auto_run: bool = field(default_factory=lambda: _env_bool("STOCKADE_AUTO_RUN", True))
     endpoint: str = "http://127.0.0.1:8773"
 
 

@@ -90,10 +90,12 @@ def describe_account_attributes(ctx: Ctx, p: Params) -> Result:
     values = {
         "supported-platforms": ["VPC"],
         "default-vpc": [groups.default_vpc_id(ctx)],
-        "max-instances": ["20"],
-        "vpc-max-security-groups-per-interface": [str(ctx.config.max_groups_per_interface)],
-        "max-elastic-ips": ["5"],
-        "vpc-max-elastic-ips": ["5"],
+        "max-instances": [str(ctx.config.max_instances)],
+        "vpc-max-security-groups-per-interface": [
+            str(min(ctx.config.max_groups_per_interface, 16))
+        ],
+        "max-elastic-ips": [str(ctx.config.max_addresses)],
+        "vpc-max-elastic-ips": [str(ctx.config.max_addresses)],
     }
     names = p.get("attribute_names") or list(values)
     for n in names:

@@ -75,6 +75,48 @@ register_kind(
 )
 
 
+register_kind(
+    Kind(
+        "i",
+        "instance",
+        schema.instances,
+        "InvalidInstanceID.Malformed",
+        "InvalidInstanceID.NotFound",
+        "The instance ID '{id}' does not exist",
+    )
+)
+register_kind(
+    Kind(
+        "eni",
+        "network-interface",
+        schema.network_interfaces,
+        "InvalidNetworkInterfaceID.Malformed",
+        "InvalidNetworkInterfaceID.NotFound",
+        "The networkInterface ID '{id}' does not exist",
+    )
+)
+register_kind(
+    Kind(
+        "eipalloc",
+        "elastic-ip",
+        schema.addresses,
+        "InvalidAllocationID.Malformed",
+        "InvalidAllocationID.NotFound",
+        "The allocation ID '{id}' does not exist",
+    )
+)
+register_kind(
+    Kind(
+        "key",
+        "key-pair",
+        schema.key_pairs,
+        "InvalidKeyPair.Malformed",
+        "InvalidKeyPair.NotFound",
+        "The key pair ID '{id}' does not exist",
+    )
+)
+
+
 def kind_of(resource_id: Any) -> Kind:
     prefix = resource_id.rsplit("-", 1)[0] if isinstance(resource_id, str) else ""
     kind = KINDS.get(prefix)

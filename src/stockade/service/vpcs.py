@@ -300,6 +300,19 @@ SUBNET_FILTERS: FilterSpec = {
 }
 
 
+def _addresses_used(ctx: Ctx, subnet_ids: list[str]) -> dict[str, int]:
+    """Private addresses held by network interfaces, per subnet."""
+    N = schema.network_interfaces.c
+    used: dict[str, int] = {}
+    for start in range(0, len(subnet_ids), 500):
+        chunk = subnet_ids[start : start + 500]
+        rows = ctx.conn.execute(
+            select(N.subnet_id, func.count()).where(N.subnet_id.in_(chunk)).group_by(N.subnet_id)
+        )
+        used.update({sid: n for sid, n in rows})
+    return used
+
+
 @action("DescribeSubnets", write=False)
 def describe_subnets(ctx: Ctx, p: Params) -> Result:
     filters = parse_filters(p.get("filters"), SUBNET_FILTERS)
@@ -313,7 +326,8 @@ def describe_subnets(ctx: Ctx, p: Params) -> Result:
             )
         )
     tags = resources.tags_for(ctx, [r.id for r in rows])
-    items = [subnet_result(ctx, r, tags.get(r.id)) for r in rows]
+    used = _addresses_used(ctx, [r.id for r in rows])
+    items = [subnet_result(ctx, r, tags.get(r.id), used.get(r.id, 0)) for r in rows]
     items = [it for it in items if matches(it, filters, SUBNET_FILTERS)]
     page, token = paginate(items, "subnet_id", max_results, p.get("next_token"))
     return {"subnets": page, "next_token": token}

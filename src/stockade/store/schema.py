@@ -156,3 +156,143 @@ settings = Table(
     Column("key", String(64), primary_key=True),
     Column("value", Text, nullable=False),
 )
+
+# --- instances, their network interfaces, Elastic IPs, key pairs --------------------------
+
+# One launch request. ``client_token`` makes RunInstances idempotent per account+region;
+# ``request_hash`` detects a token reused with other parameters; ``groups`` are the launch
+# groups ([{group_id, group_name}]) the reservation reports.
+reservations = Table(
+    "reservations",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("account_id", String(12), nullable=False),
+    Column("region", String(32), nullable=False),
+    Column("client_token", String(64), nullable=True),
+    Column("request_hash", String(64), nullable=True),
+    Column("groups", JSON, nullable=False),
+    Column("created_at", String(32), nullable=False),
+    UniqueConstraint("account_id", "region", "client_token", name="uq_reservation_token"),
+    Index("ix_reservations_owner", "account_id", "region"),
+)
+
+# ``host`` is NULL until a host claims the pending instance (and again once it is stopped
+# or terminated); terminated instances stay as records without interfaces.
+instances = Table(
+    "instances",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("account_id", String(12), nullable=False),
+    Column("region", String(32), nullable=False),
+    Column("reservation_id", String(32), ForeignKey("reservations.id"), nullable=False),
+    Column("launch_index", Integer, nullable=False),
+    Column("image_id", String(32), nullable=False),
+    Column("instance_type", String(32), nullable=False),
+    Column("key_name", String(255), nullable=True),
+    Column("subnet_id", String(32), nullable=False),
+    Column("vpc_id", String(32), nullable=False),
+    Column("availability_zone", String(32), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("state_reason", String(64), nullable=True),
+    Column("transition_reason", String(255), nullable=True),
+    Column("launch_time", String(32), nullable=False),
+    Column("user_data", Text, nullable=True),
+    Column("disable_api_termination", Boolean, nullable=False, default=False),
+    Column("shutdown_behavior", String(16), nullable=False, default="stop"),
+    Column("host", String(128), nullable=True),
+    Index("ix_instances_owner", "account_id", "region"),
+    Index("ix_instances_state_host", "state", "host"),
+)
+
+# One row per network interface; a private IP is unique in its subnet while the interface
+# exists, a pool public IP (``public_ip``) is unique everywhere. An interface with an
+# Elastic IP has no pool address: the Elastic IP (``addresses``) is its public address.
+network_interfaces = Table(
+    "network_interfaces",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("account_id", String(12), nullable=False),
+    Column("region", String(32), nullable=False),
+    Column(
+        "subnet_id",
+        String(32),
+        ForeignKey("subnets.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("vpc_id", String(32), nullable=False),
+    Column("availability_zone", String(32), nullable=False),
+    Column("private_ip", String(64), nullable=False),
+    Column("mac_address", String(17), nullable=False),
+    Column("description", String(255), nullable=False, default=""),
+    Column("instance_id", String(32), ForeignKey("instances.id"), nullable=True, index=True),
+    Column("device_index", Integer, nullable=True),
+    Column("attachment_id", String(40), nullable=True),
+    Column("attach_time", String(32), nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("public_ip", String(64), nullable=True, unique=True),
+    Column("wants_public_ip", Boolean, nullable=False, default=False),
+    Column("source_dest_check", Boolean, nullable=False, default=True),
+    Column("delete_on_termination", Boolean, nullable=False, default=True),
+    Column("created_at", String(32), nullable=False),
+    UniqueConstraint("subnet_id", "private_ip", name="uq_private_ip_per_subnet"),
+    Index("ix_interfaces_owner", "account_id", "region"),
+)
+
+# The security groups of an interface, in the order they were given.
+interface_groups = Table(
+    "interface_groups",
+    metadata,
+    Column(
+        "interface_id",
+        String(32),
+        ForeignKey("network_interfaces.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column(
+        "group_id",
+        String(32),
+        ForeignKey("security_groups.id", ondelete="CASCADE"),
+        primary_key=True,
+        index=True,
+    ),
+    Column("position", Integer, nullable=False),
+)
+
+# Elastic IPs (domain vpc). ``interface_id``/``association_id``/``private_ip`` are set while
+# the address is associated.
+addresses = Table(
+    "addresses",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("account_id", String(12), nullable=False),
+    Column("region", String(32), nullable=False),
+    Column("public_ip", String(64), nullable=False, unique=True),
+    Column("domain", String(16), nullable=False, default="vpc"),
+    Column(
+        "interface_id",
+        String(32),
+        ForeignKey("network_interfaces.id", ondelete="SET NULL"),
+        nullable=True,
+        unique=True,
+    ),
+    Column("association_id", String(40), nullable=True, unique=True),
+    Column("private_ip", String(64), nullable=True),
+    Column("created_at", String(32), nullable=False),
+    Index("ix_addresses_owner", "account_id", "region"),
+)
+
+key_pairs = Table(
+    "key_pairs",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("account_id", String(12), nullable=False),
+    Column("region", String(32), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("key_type", String(16), nullable=False),
+    Column("fingerprint", String(128), nullable=False),
+    Column("public_key", Text, nullable=False),
+    Column("created_at", String(32), nullable=False),
+    UniqueConstraint("account_id", "region", "name", name="uq_key_name"),
+    Index("ix_key_pairs_owner", "account_id", "region"),
+)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 11:34:54.047681
+Create Date: 2026-11-23 11:57:08.752642
 """
 
 import sqlalchemy as sa
@@ -41,6 +41,37 @@ def upgrade() -> None:
         sa.Column("value", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("name"),
     )
+    op.create_table(
+        "key_pairs",
+        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.Column("account_id", sa.String(length=12), nullable=False),
+        sa.Column("region", sa.String(length=32), nullable=False),
+        sa.Column("name", sa.String(length=255), nullable=False),
+        sa.Column("key_type", sa.String(length=16), nullable=False),
+        sa.Column("fingerprint", sa.String(length=128), nullable=False),
+        sa.Column("public_key", sa.Text(), nullable=False),
+        sa.Column("created_at", sa.String(length=32), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("account_id", "region", "name", name="uq_key_name"),
+    )
+    with op.batch_alter_table("key_pairs", schema=None) as batch_op:
+        batch_op.create_index("ix_key_pairs_owner", ["account_id", "region"], unique=False)
+
+    op.create_table(
+        "reservations",
+        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.Column("account_id", sa.String(length=12), nullable=False),
+        sa.Column("region", sa.String(length=32), nullable=False),
+        sa.Column("client_token", sa.String(length=64), nullable=True),
+        sa.Column("request_hash", sa.String(length=64), nullable=True),
+        sa.Column("groups", sa.JSON(), nullable=False),
+        sa.Column("created_at", sa.String(length=32), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("account_id", "region", "client_token", name="uq_reservation_token"),
+    )
+    with op.batch_alter_table("reservations", schema=None) as batch_op:
+        batch_op.create_index("ix_reservations_owner", ["account_id", "region"], unique=False)
+
     op.create_table(
         "settings",
         sa.Column("key", sa.String(length=64), nullable=False),
@@ -94,6 +125,37 @@ def upgrade() -> None:
         sa.UniqueConstraint("account_id", "region"),
     )
     op.create_table(
+        "instances",
+        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.Column("account_id", sa.String(length=12), nullable=False),
+        sa.Column("region", sa.String(length=32), nullable=False),
+        sa.Column("reservation_id", sa.String(length=32), nullable=False),
+        sa.Column("launch_index", sa.Integer(), nullable=False),
+        sa.Column("image_id", sa.String(length=32), nullable=False),
+        sa.Column("instance_type", sa.String(length=32), nullable=False),
+        sa.Column("key_name", sa.String(length=255), nullable=True),
+        sa.Column("subnet_id", sa.String(length=32), nullable=False),
+        sa.Column("vpc_id", sa.String(length=32), nullable=False),
+        sa.Column("availability_zone", sa.String(length=32), nullable=False),
+        sa.Column("state", sa.String(length=16), nullable=False),
+        sa.Column("state_reason", sa.String(length=64), nullable=True),
+        sa.Column("transition_reason", sa.String(length=255), nullable=True),
+        sa.Column("launch_time", sa.String(length=32), nullable=False),
+        sa.Column("user_data", sa.Text(), nullable=True),
+        sa.Column("disable_api_termination", sa.Boolean(), nullable=False),
+        sa.Column("shutdown_behavior", sa.String(length=16), nullable=False),
+        sa.Column("host", sa.String(length=128), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["reservation_id"],
+            ["reservations.id"],
+        ),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("instances", schema=None) as batch_op:
+        batch_op.create_index("ix_instances_owner", ["account_id", "region"], unique=False)
+        batch_op.create_index("ix_instances_state_host", ["state", "host"], unique=False)
+
+    op.create_table(
         "security_groups",
         sa.Column("id", sa.String(length=32), nullable=False),
         sa.Column("account_id", sa.String(length=12), nullable=False),
@@ -132,6 +194,45 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_subnets_vpc_id"), ["vpc_id"], unique=False)
 
     op.create_table(
+        "network_interfaces",
+        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.Column("account_id", sa.String(length=12), nullable=False),
+        sa.Column("region", sa.String(length=32), nullable=False),
+        sa.Column("subnet_id", sa.String(length=32), nullable=False),
+        sa.Column("vpc_id", sa.String(length=32), nullable=False),
+        sa.Column("availability_zone", sa.String(length=32), nullable=False),
+        sa.Column("private_ip", sa.String(length=64), nullable=False),
+        sa.Column("mac_address", sa.String(length=17), nullable=False),
+        sa.Column("description", sa.String(length=255), nullable=False),
+        sa.Column("instance_id", sa.String(length=32), nullable=True),
+        sa.Column("device_index", sa.Integer(), nullable=True),
+        sa.Column("attachment_id", sa.String(length=40), nullable=True),
+        sa.Column("attach_time", sa.String(length=32), nullable=True),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("public_ip", sa.String(length=64), nullable=True),
+        sa.Column("wants_public_ip", sa.Boolean(), nullable=False),
+        sa.Column("source_dest_check", sa.Boolean(), nullable=False),
+        sa.Column("delete_on_termination", sa.Boolean(), nullable=False),
+        sa.Column("created_at", sa.String(length=32), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["instance_id"],
+            ["instances.id"],
+        ),
+        sa.ForeignKeyConstraint(["subnet_id"], ["subnets.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("public_ip"),
+        sa.UniqueConstraint("subnet_id", "private_ip", name="uq_private_ip_per_subnet"),
+    )
+    with op.batch_alter_table("network_interfaces", schema=None) as batch_op:
+        batch_op.create_index("ix_interfaces_owner", ["account_id", "region"], unique=False)
+        batch_op.create_index(
+            batch_op.f("ix_network_interfaces_instance_id"), ["instance_id"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_network_interfaces_subnet_id"), ["subnet_id"], unique=False
+        )
+
+    op.create_table(
         "sg_rules",
         sa.Column("id", sa.String(length=32), nullable=False),
         sa.Column("group_id", sa.String(length=32), nullable=False),
@@ -158,17 +259,65 @@ def upgrade() -> None:
             batch_op.f("ix_sg_rules_ref_group_id"), ["ref_group_id"], unique=False
         )
 
+    op.create_table(
+        "addresses",
+        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.Column("account_id", sa.String(length=12), nullable=False),
+        sa.Column("region", sa.String(length=32), nullable=False),
+        sa.Column("public_ip", sa.String(length=64), nullable=False),
+        sa.Column("domain", sa.String(length=16), nullable=False),
+        sa.Column("interface_id", sa.String(length=32), nullable=True),
+        sa.Column("association_id", sa.String(length=40), nullable=True),
+        sa.Column("private_ip", sa.String(length=64), nullable=True),
+        sa.Column("created_at", sa.String(length=32), nullable=False),
+        sa.ForeignKeyConstraint(["interface_id"], ["network_interfaces.id"], ondelete="SET NULL"),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("association_id"),
+        sa.UniqueConstraint("interface_id"),
+        sa.UniqueConstraint("public_ip"),
+    )
+    with op.batch_alter_table("addresses", schema=None) as batch_op:
+        batch_op.create_index("ix_addresses_owner", ["account_id", "region"], unique=False)
+
+    op.create_table(
+        "interface_groups",
+        sa.Column("interface_id", sa.String(length=32), nullable=False),
+        sa.Column("group_id", sa.String(length=32), nullable=False),
+        sa.Column("position", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(["group_id"], ["security_groups.id"], ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(["interface_id"], ["network_interfaces.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("interface_id", "group_id"),
+    )
+    with op.batch_alter_table("interface_groups", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_interface_groups_group_id"), ["group_id"], unique=False
+        )
+
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
+    with op.batch_alter_table("interface_groups", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_interface_groups_group_id"))
+
+    op.drop_table("interface_groups")
+    with op.batch_alter_table("addresses", schema=None) as batch_op:
+        batch_op.drop_index("ix_addresses_owner")
+
+    op.drop_table("addresses")
     with op.batch_alter_table("sg_rules", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_sg_rules_ref_group_id"))
         batch_op.drop_index(batch_op.f("ix_sg_rules_group_id"))
         batch_op.drop_index("ix_rules_owner")
 
     op.drop_table("sg_rules")
+    with op.batch_alter_table("network_interfaces", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_network_interfaces_subnet_id"))
+        batch_op.drop_index(batch_op.f("ix_network_interfaces_instance_id"))
+        batch_op.drop_index("ix_interfaces_owner")
+
+    op.drop_table("network_interfaces")
     with op.batch_alter_table("subnets", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_subnets_vpc_id"))
         batch_op.drop_index("ix_subnets_owner")
@@ -178,6 +327,11 @@ def downgrade() -> None:
         batch_op.drop_index("ix_groups_owner")
 
     op.drop_table("security_groups")
+    with op.batch_alter_table("instances", schema=None) as batch_op:
+        batch_op.drop_index("ix_instances_state_host")
+        batch_op.drop_index("ix_instances_owner")
+
+    op.drop_table("instances")
     op.drop_table("account_regions")
     with op.batch_alter_table("access_keys", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_access_keys_account_id"))
@@ -192,6 +346,14 @@ def downgrade() -> None:
 
     op.drop_table("tags")
     op.drop_table("settings")
+    with op.batch_alter_table("reservations", schema=None) as batch_op:
+        batch_op.drop_index("ix_reservations_owner")
+
+    op.drop_table("reservations")
+    with op.batch_alter_table("key_pairs", schema=None) as batch_op:
+        batch_op.drop_index("ix_key_pairs_owner")
+
+    op.drop_table("key_pairs")
     op.drop_table("counters")
     op.drop_table("changes")
     op.drop_table("accounts")

@@ -1,0 +1,116 @@
+"""Agent-facing endpoints for hosts (JSON, not the EC2 API; the agent token is required).
+
+``POST /_stockade/v1/hosts/{host}/claim``          body ``{"limit": N}`` (default 10):
+    place up to N pending instances on the host; answers ``{"instances": [placement...]}``.
+``GET  /_stockade/v1/hosts/{host}/instances``:
+    everything placed on the host (for a restarted host).
+``POST /_stockade/v1/instances/{instance_id}/state`` body ``{"state": S, "host": H}``:
+    the host reports ``running``, ``stopped`` or ``terminated``; answers
+    ``{"instance_id", "state", "previous"}``; a transition the state machine does not allow
+    is a 409 with the reason.
+
+Mount :data:`ROUTES` before the EC2 catch-all route of ``app.py``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from stockade.errors import ApiError
+from stockade.service import instances
+
+
+def _authorised(request: Request) -> bool:
+    token = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+    return bool(token) and hmac.compare_digest(token, request.app.state.api.agent_token)
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError("InvalidParameterValue", "The body must be a JSON object.") from None
+    if not isinstance(data, dict):
+        raise ApiError("InvalidParameterValue", "The body must be a JSON object.")
+    return data
+
+
+def _error(err: ApiError) -> Response:
+    status = err.status
+    if err.code.endswith(".NotFound"):
+        status = 404
+    return JSONResponse({"error": err.code, "message": err.message}, status)
+
+
+async def claim(request: Request) -> Response:
+    if not _authorised(request):
+        return JSONResponse({"error": "a valid agent token is required"}, 401)
+    api = request.app.state.api
+    try:
+        body = await _body(request)
+        limit = body.get("limit", 10)
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 0 <= limit <= 1000:
+            raise ApiError("InvalidParameterValue", "limit must be an integer from 0 to 1000.")
+        claimed = await run_in_threadpool(
+            instances.claim_pending, api.store, request.path_params["host"], limit, api.config
+        )
+    except ApiError as err:
+        return _error(err)
+    if claimed:
+        api.committed()
+    return JSONResponse({"instances": claimed})
+
+
+async def placed(request: Request) -> Response:
+    if not _authorised(request):
+        return JSONResponse({"error": "a valid agent token is required"}, 401)
+    api = request.app.state.api
+    try:
+        rows = await run_in_threadpool(
+            instances.host_instances, api.store, request.path_params["host"], api.config
+        )
+    except ApiError as err:
+        return _error(err)
+    return JSONResponse({"instances": rows})
+
+
+async def report(request: Request) -> Response:
+    if not _authorised(request):
+        return JSONResponse({"error": "a valid agent token is required"}, 401)
+    api = request.app.state.api
+    try:
+        body = await _body(request)
+        state, host = body.get("state"), body.get("host")
+        if not isinstance(state, str):
+            raise ApiError("MissingParameter", "The body must name the state.")
+        if host is not None and not isinstance(host, str):
+            raise ApiError("InvalidParameterValue", "host must be a string.")
+        result = await run_in_threadpool(
+            instances.report_state,
+            api.store,
+            request.path_params["instance_id"],
+            state,
+            host,
+            api.config,
+        )
+    except ApiError as err:
+        return _error(err)
+    api.committed()
+    return JSONResponse(result)
+
+
+ROUTES = [
+    Route("/_stockade/v1/hosts/{host}/claim", claim, methods=["POST"]),
+    Route("/_stockade/v1/hosts/{host}/instances", placed, methods=["GET"]),
+    Route("/_stockade/v1/instances/{instance_id}/state", report, methods=["POST"]),
+]

@@ -1,0 +1,123 @@
+"""A small built-in catalogue of machine images: the seeds' AMIs and Stockade's own.
+
+Images are not stored: every account in every region sees the same public catalogue.
+An image only names what a sandbox instance runs; nothing else depends on it.
+"""
+
+from __future__ import annotations
+
+from stockade.errors import ApiError
+from stockade.service.common import (
+    Ctx,
+    FilterSpec,
+    Params,
+    Result,
+    action,
+    check_id,
+    check_max_results,
+    matches,
+    paginate,
+    parse_filters,
+)
+
+CATALOGUE_OWNER = "137112412989"  # the owner id EC2 shows for Amazon's public images
+CREATED = "2007-07-11T16:40:44.000Z"
+
+# id -> (name, description)
+CATALOGUE: dict[str, tuple[str, str]] = {
+    "ami-eca54085": ("getting-started", "Albert's favourite public AMI (seed 002)"),
+    "ami-fba54092": ("apache-web-server", "Mary's Apache web tier (seed 002)"),
+    "ami-e3a5408a": ("app-server", "Mary's application tier (seed 002)"),
+    "ami-f1a54098": ("multi-master-database", "Mary's database tier (seed 002)"),
+    "ami-05d0b1ac3c0f41e5a": ("stockade-debian-12-amd64", "Debian 12 for the Stockade sandbox"),
+    "ami-0b7e4c2f1d9a36e58": ("stockade-alpine-3-amd64", "Alpine Linux for the Stockade sandbox"),
+}
+DEFAULT_IMAGE = "ami-05d0b1ac3c0f41e5a"
+
+
+def image_result(image_id: str) -> Result:
+    name, desc = CATALOGUE[image_id]
+    return {
+        "image_id": image_id,
+        "image_location": f"amazon/{name}",
+        "state": "available",
+        "owner_id": CATALOGUE_OWNER,
+        "image_owner_alias": "amazon",
+        "creation_date": CREATED,
+        "public": True,
+        "architecture": "x86_64",
+        "image_type": "machine",
+        "platform_details": "Linux/UNIX",
+        "usage_operation": "RunInstances",
+        "name": name,
+        "description": desc,
+        "root_device_type": "ebs",
+        "root_device_name": "/dev/xvda",
+        "block_device_mappings": [],
+        "virtualization_type": "hvm",
+        "hypervisor": "xen",
+        "ena_support": True,
+        "tags": [],
+    }
+
+
+def _not_found(ids: list[str]) -> ApiError:
+    if len(ids) == 1:
+        return ApiError("InvalidAMIID.NotFound", f"The image id '[{ids[0]}]' does not exist")
+    return ApiError("InvalidAMIID.NotFound", f"The image ids '[{', '.join(ids)}]' do not exist")
+
+
+def check_image(image_id: object) -> str:
+    """A catalogue image id, or EC2's Malformed / NotFound error."""
+    check_id(image_id, "ami", "InvalidAMIID.Malformed")
+    assert isinstance(image_id, str)
+    if image_id not in CATALOGUE:
+        raise _not_found([image_id])
+    return image_id
+
+
+IMAGE_FILTERS: FilterSpec = {
+    "image-id": lambda i: [i["image_id"]],
+    "name": lambda i: [i["name"]],
+    "description": lambda i: [i["description"]],
+    "architecture": lambda i: [i["architecture"]],
+    "state": lambda i: [i["state"]],
+    "owner-id": lambda i: [i["owner_id"]],
+    "owner-alias": lambda i: [i["image_owner_alias"]],
+    "is-public": lambda i: [i["public"]],
+    "image-type": lambda i: [i["image_type"]],
+    "root-device-type": lambda i: [i["root_device_type"]],
+    "virtualization-type": lambda i: [i["virtualization_type"]],
+    "hypervisor": lambda i: [i["hypervisor"]],
+    "platform-details": lambda i: [i["platform_details"]],
+}
+
+
+@action("DescribeImages", write=False)
+def describe_images(ctx: Ctx, p: Params) -> Result:
+    filters = parse_filters(p.get("filters"), IMAGE_FILTERS)
+    max_results = check_max_results(p.get("max_results"))
+    ids = list(dict.fromkeys(p.get("image_ids") or []))
+    if ids and max_results is not None:
+        raise ApiError(
+            "InvalidParameterCombination",
+            "The parameter imagesSet cannot be used with the parameter maxResults",
+        )
+    for image_id in ids:
+        check_id(image_id, "ami", "InvalidAMIID.Malformed")
+    missing = [i for i in ids if i not in CATALOGUE]
+    if missing:
+        raise _not_found(missing)
+    items = [image_result(i) for i in (ids or CATALOGUE)]
+    owners = p.get("owners") or []
+    if owners:
+        # every catalogue image is Amazon's and public: "self" and other accounts own none
+        allowed = {"amazon", CATALOGUE_OWNER}
+        if not allowed & set(owners):
+            items = []
+    users = p.get("executable_users") or []
+    if users and not {"all", "self", ctx.account_id} & set(users):
+        items = []
+    items = [i for i in items if matches(i, filters, IMAGE_FILTERS)]
+    page, token = paginate(items, "image_id", max_results, p.get("next_token"))
+    return {"images": page, "next_token": token}

@@ -1,0 +1,721 @@
+"""Network interfaces: private and public addresses, security groups, the public pool.
+
+Every instance has one primary interface (device index 0). The interface, not the instance,
+carries what the data plane enforces: its private IP, its security groups (at most
+``Config.max_groups_per_interface``, capped at EC2's 16) and its public address, which is
+either an Elastic IP associated with it or a pool address (``public_ip``) that it holds
+while its instance is pending or running.
+
+Public addresses come from ``Config.public_pool`` (198.18.0.0/15, reserved for network
+testing): one pool for every account and region, handed out next-fit from a cursor kept in
+``counters`` (so a stopped and restarted instance gets a different address, as on EC2).
+The pool's first five addresses and its last are never handed out (the sandbox edge may use
+them).
+
+Change log kinds written here: ``interface.created``, ``interface.groups``,
+``interface.public_ip``, ``interface.deleted``, ``interface.attribute``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from sqlalchemy import Row, delete, insert, select, update
+
+from stockade.errors import ApiError
+from stockade.service import groups, resources, vpcs
+from stockade.service.common import (
+    Ctx,
+    FilterSpec,
+    Params,
+    Result,
+    action,
+    check_max_results,
+    exact_filter_values,
+    matches,
+    new_id,
+    paginate,
+    parse_filters,
+)
+from stockade.store import schema
+from stockade.store.db import utcnow
+
+N = schema.network_interfaces.c
+IG = schema.interface_groups.c
+A = schema.addresses.c
+G = schema.security_groups.c
+S = schema.subnets.c
+
+EC2_MAX_GROUPS_PER_INTERFACE = 16
+POOL_RESERVED_LOW = 5  # 198.18.0.0 - 198.18.0.4
+POOL_CURSOR = "public_pool_cursor"
+
+
+# --- names --------------------------------------------------------------------------------
+
+
+def private_dns(region: str, ip: str) -> str:
+    """EC2's private DNS name: ``ip-172-31-1-2.ec2.internal`` (us-east-1) or
+    ``ip-172-31-1-2.eu-west-1.compute.internal``."""
+    dashed = ip.replace(".", "-")
+    if region == "us-east-1":
+        return f"ip-{dashed}.ec2.internal"
+    return f"ip-{dashed}.{region}.compute.internal"
+
+
+def public_dns(ctx: Ctx, ip: str) -> str:
+    """EC2's public DNS name under ``Config.public_domain`` instead of amazonaws.com:
+    ``ec2-198-18-0-5.compute-1.stockade.test`` (us-east-1) or
+    ``ec2-198-18-0-5.eu-west-1.compute.stockade.test``."""
+    dashed = ip.replace(".", "-")
+    if ctx.region == "us-east-1":
+        return f"ec2-{dashed}.compute-1.{ctx.config.public_domain}"
+    return f"ec2-{dashed}.{ctx.region}.compute.{ctx.config.public_domain}"
+
+
+def new_mac() -> str:
+    return "0e:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(5))
+
+
+# --- the public pool ----------------------------------------------------------------------
+
+
+def pool(ctx: Ctx) -> ipaddress.IPv4Network:
+    return ipaddress.IPv4Network(ctx.config.public_pool, strict=False)
+
+
+def in_pool(ctx: Ctx, ip: str) -> bool:
+    net = pool(ctx)
+    first, last = _pool_bounds(net)
+    value = int(ipaddress.IPv4Address(ip))
+    return first <= value <= last
+
+
+def _pool_bounds(net: ipaddress.IPv4Network) -> tuple[int, int]:
+    base, size = int(net.network_address), net.num_addresses
+    if size > 2 * POOL_RESERVED_LOW:
+        return base + POOL_RESERVED_LOW, base + size - 2
+    return base, base + size - 1
+
+
+def public_ips_in_use(ctx: Ctx) -> set[str]:
+    """Every pool address held by an interface or allocated as an Elastic IP (all accounts)."""
+    used = set(ctx.conn.execute(select(N.public_ip).where(N.public_ip.is_not(None))).scalars())
+    used.update(ctx.conn.execute(select(A.public_ip)).scalars())
+    return used
+
+
+def take_public_ip(ctx: Ctx, wanted: str | None = None) -> str:
+    """A pool address nobody holds: ``wanted`` if given and free, else the next free one."""
+    used = public_ips_in_use(ctx)
+    net = pool(ctx)
+    first, last = _pool_bounds(net)
+    if wanted is not None:
+        if not in_pool(ctx, wanted) or wanted in used:
+            raise ApiError(
+                "InvalidParameterValue",
+                f"The address {wanted} is not available in Stockade's public pool {net}.",
+            )
+        return wanted
+    c = schema.counters.c
+    cursor = ctx.conn.execute(select(c.value).where(c.name == POOL_CURSOR)).scalar()
+    if cursor is None:
+        ctx.conn.execute(insert(schema.counters).values(name=POOL_CURSOR, value=first))
+        cursor = first
+    size = last - first + 1
+    start = cursor - first if first <= cursor <= last else 0
+    for step in range(size):
+        value = first + (start + step) % size
+        ip = str(ipaddress.IPv4Address(value))
+        if ip not in used:
+            ctx.conn.execute(
+                update(schema.counters).where(c.name == POOL_CURSOR).values(value=value + 1)
+            )
+            return ip
+    raise ApiError(
+        "InsufficientAddressCapacity",
+        f"There are no free addresses left in Stockade's public pool {net}.",
+    )
+
+
+# --- security groups of interfaces ----------------------------------------------------------
+
+
+def group_limit(ctx: Ctx) -> int:
+    return max(1, min(ctx.config.max_groups_per_interface, EC2_MAX_GROUPS_PER_INTERFACE))
+
+
+def check_group_count(ctx: Ctx, count: int) -> None:
+    if count > group_limit(ctx):
+        raise ApiError(
+            "SecurityGroupsPerInterfaceLimitExceeded",
+            "The maximum number of security groups per interface has been reached.",
+        )
+
+
+def groups_by_ids(ctx: Ctx, vpc_id: str, ids: Iterable[object], subnet_id: str | None) -> list:
+    """Groups of this account named by id, all in ``vpc_id``, at most the limit."""
+    rows = resources.get_many(ctx, ids, "sg")
+    check_vpc(rows, vpc_id, subnet_id)
+    check_group_count(ctx, len(rows))
+    return rows
+
+
+def check_vpc(rows: list[Row], vpc_id: str, subnet_id: str | None) -> None:
+    for row in rows:
+        if row.vpc_id != vpc_id:
+            if subnet_id is not None:
+                raise ApiError(
+                    "InvalidParameter",
+                    f"Security group {row.id} and subnet {subnet_id} belong to different networks.",
+                )
+            raise ApiError(
+                "InvalidGroup.NotFound",
+                f"You have specified two resources that belong to different networks: "
+                f"{row.id} is in {row.vpc_id}, not in {vpc_id}.",
+            )
+
+
+def default_group(ctx: Ctx, vpc_id: str) -> Row:
+    return groups.group_by_name(ctx, "default", vpc_id=vpc_id)
+
+
+def groups_of(ctx: Ctx, interface_ids: list[str]) -> dict[str, list[Result]]:
+    """interface id -> [{group_id, group_name}] in the order they were given."""
+    out: dict[str, list[Result]] = defaultdict(list)
+    for start in range(0, len(interface_ids), 500):
+        chunk = interface_ids[start : start + 500]
+        rows = ctx.conn.execute(
+            select(IG.interface_id, IG.group_id, G.name)
+            .join(schema.security_groups, G.id == IG.group_id)
+            .where(IG.interface_id.in_(chunk))
+            .order_by(IG.interface_id, IG.position)
+        )
+        for r in rows:
+            out[r.interface_id].append({"group_id": r.group_id, "group_name": r.name})
+    return out
+
+
+def set_groups(ctx: Ctx, eni: Row, rows: list[Row], *, log: bool = True) -> None:
+    check_group_count(ctx, len(rows))
+    ctx.conn.execute(delete(schema.interface_groups).where(IG.interface_id == eni.id))
+    for position, g in enumerate(rows):
+        ctx.conn.execute(
+            insert(schema.interface_groups).values(
+                interface_id=eni.id, group_id=g.id, position=position
+            )
+        )
+    if log:
+        ctx.log(
+            "interface.groups",
+            eni.id,
+            instance_id=eni.instance_id,
+            private_ip=eni.private_ip,
+            group_ids=[g.id for g in rows],
+        )
+
+
+# --- private addresses ----------------------------------------------------------------------
+
+
+def _usable(subnet: Row) -> tuple[ipaddress.IPv4Network, int, int]:
+    net = ipaddress.IPv4Network(subnet.cidr)
+    base = int(net.network_address)
+    return net, base + 4, base + net.num_addresses - 2  # EC2 keeps the first 4 and the last
+
+
+def private_ips_in_use(ctx: Ctx, subnet_id: str) -> set[str]:
+    return set(ctx.conn.execute(select(N.private_ip).where(N.subnet_id == subnet_id)).scalars())
+
+
+def free_private_ips(ctx: Ctx, subnet: Row, count: int) -> list[str]:
+    """Up to ``count`` free addresses of ``subnet``, lowest first."""
+    _net, first, last = _usable(subnet)
+    used = private_ips_in_use(ctx, subnet.id)
+    out: list[str] = []
+    value = first
+    while value <= last and len(out) < count:
+        ip = str(ipaddress.IPv4Address(value))
+        if ip not in used:
+            out.append(ip)
+        value += 1
+    return out
+
+
+def check_private_ip(ctx: Ctx, subnet: Row, value: object) -> str:
+    try:
+        ip = ipaddress.IPv4Address(str(value))
+    except ValueError:
+        raise ApiError(
+            "InvalidParameterValue",
+            f"Value ({value}) for parameter privateIpAddress is invalid. "
+            "Expecting an IPv4 address.",
+        ) from None
+    net, first, last = _usable(subnet)
+    if ip not in net:
+        raise ApiError(
+            "InvalidParameterValue",
+            f"Address {ip} does not fall within the subnet's address range",
+        )
+    if not first <= int(ip) <= last:
+        raise ApiError(
+            "InvalidParameterValue",
+            f"Address {ip} is reserved: the first four and the last address of subnet "
+            f"{subnet.id} ({subnet.cidr}) cannot be assigned.",
+        )
+    if str(ip) in private_ips_in_use(ctx, subnet.id):
+        raise ApiError("InvalidIPAddress.InUse", f"Address {ip} is in use.")
+    return str(ip)
+
+
+# --- life of an interface -------------------------------------------------------------------
+
+
+def create_interface(
+    ctx: Ctx,
+    subnet: Row,
+    group_rows: list[Row],
+    private_ip: str,
+    *,
+    instance_id: str | None,
+    device_index: int | None = 0,
+    wants_public_ip: bool = False,
+    description: str = "",
+    delete_on_termination: bool = True,
+) -> Row:
+    eni_id = new_id("eni")
+    now = utcnow()
+    ctx.conn.execute(
+        insert(schema.network_interfaces).values(
+            id=eni_id,
+            account_id=ctx.account_id,
+            region=ctx.region,
+            subnet_id=subnet.id,
+            vpc_id=subnet.vpc_id,
+            availability_zone=subnet.availability_zone,
+            private_ip=private_ip,
+            mac_address=new_mac(),
+            description=description,
+            instance_id=instance_id,
+            device_index=device_index if instance_id else None,
+            attachment_id=("eni-attach-" + new_id("x")[2:]) if instance_id else None,
+            attach_time=now if instance_id else None,
+            status="in-use" if instance_id else "available",
+            public_ip=None,
+            wants_public_ip=wants_public_ip,
+            source_dest_check=True,
+            delete_on_termination=delete_on_termination,
+            created_at=now,
+        )
+    )
+    eni = get_row(ctx, eni_id)
+    set_groups(ctx, eni, group_rows, log=False)
+    ctx.log(
+        "interface.created",
+        eni_id,
+        instance_id=instance_id,
+        subnet_id=subnet.id,
+        vpc_id=subnet.vpc_id,
+        private_ip=private_ip,
+        mac_address=eni.mac_address,
+        group_ids=[g.id for g in group_rows],
+    )
+    return eni
+
+
+def get_row(ctx: Ctx, eni_id: str) -> Row:
+    return ctx.conn.execute(select(schema.network_interfaces).where(N.id == eni_id)).one()
+
+
+def elastic_ip_of(ctx: Ctx, eni_id: str) -> Row | None:
+    return ctx.conn.execute(select(schema.addresses).where(A.interface_id == eni_id)).first()
+
+
+def public_ip_of(ctx: Ctx, eni: Row) -> str | None:
+    eip = elastic_ip_of(ctx, eni.id)
+    return eip.public_ip if eip is not None else eni.public_ip
+
+
+def log_public_ip(ctx: Ctx, eni_id: str) -> None:
+    eni = get_row(ctx, eni_id)
+    ctx.log(
+        "interface.public_ip",
+        eni.id,
+        instance_id=eni.instance_id,
+        private_ip=eni.private_ip,
+        public_ip=public_ip_of(ctx, eni),
+    )
+
+
+def assign_pool_ip(ctx: Ctx, eni: Row) -> str | None:
+    """Give the interface a pool address if it wants one and has no public address."""
+    if not eni.wants_public_ip or eni.public_ip is not None:
+        return None
+    if elastic_ip_of(ctx, eni.id) is not None:
+        return None
+    ip = take_public_ip(ctx)
+    ctx.conn.execute(update(schema.network_interfaces).where(N.id == eni.id).values(public_ip=ip))
+    log_public_ip(ctx, eni.id)
+    return ip
+
+
+def release_pool_ip(ctx: Ctx, eni: Row, *, log: bool = True) -> None:
+    if eni.public_ip is None:
+        return
+    ctx.conn.execute(update(schema.network_interfaces).where(N.id == eni.id).values(public_ip=None))
+    if log:
+        log_public_ip(ctx, eni.id)
+
+
+def disassociate_elastic_ip(ctx: Ctx, eip: Row) -> None:
+    ctx.conn.execute(
+        update(schema.addresses)
+        .where(A.id == eip.id)
+        .values(interface_id=None, association_id=None, private_ip=None)
+    )
+    ctx.log(
+        "address.disassociated",
+        eip.id,
+        public_ip=eip.public_ip,
+        association_id=eip.association_id,
+        interface_id=eip.interface_id,
+        private_ip=eip.private_ip,
+    )
+
+
+def delete_interface(ctx: Ctx, eni: Row) -> None:
+    """Remove the interface: its Elastic IP is disassociated, its pool address returns."""
+    eip = elastic_ip_of(ctx, eni.id)
+    if eip is not None:
+        disassociate_elastic_ip(ctx, eip)
+    group_ids = [g["group_id"] for g in groups_of(ctx, [eni.id]).get(eni.id, [])]
+    resources.drop_tags(ctx, [eni.id])
+    ctx.conn.execute(delete(schema.interface_groups).where(IG.interface_id == eni.id))
+    ctx.conn.execute(delete(schema.network_interfaces).where(N.id == eni.id))
+    ctx.log(
+        "interface.deleted",
+        eni.id,
+        instance_id=eni.instance_id,
+        subnet_id=eni.subnet_id,
+        private_ip=eni.private_ip,
+        public_ip=eni.public_ip,
+        group_ids=group_ids,
+    )
+
+
+# --- what other modules may not delete ------------------------------------------------------
+
+
+def _group_in_use(ctx: Ctx, group_id: str) -> None:
+    used = ctx.conn.execute(select(IG.interface_id).where(IG.group_id == group_id).limit(1)).first()
+    if used is not None:
+        raise ApiError("DependencyViolation", f"resource {group_id} has a dependent object")
+
+
+def _subnet_in_use(ctx: Ctx, subnet_id: str) -> None:
+    used = ctx.conn.execute(select(N.id).where(N.subnet_id == subnet_id).limit(1)).first()
+    if used is not None:
+        raise ApiError(
+            "DependencyViolation",
+            f"The subnet '{subnet_id}' has dependencies and cannot be deleted.",
+        )
+
+
+groups.DELETE_CHECKS.append(_group_in_use)
+vpcs.SUBNET_DELETE_CHECKS.append(_subnet_in_use)
+
+
+# --- views for Describe* ------------------------------------------------------------------
+
+
+@dataclass
+class View:
+    """An interface with what its descriptions need."""
+
+    row: Row
+    groups: list[Result] = field(default_factory=list)
+    eip: Row | None = None
+    tags: list | None = None
+    instance_state: str | None = None
+
+    @property
+    def public_ip(self) -> str | None:
+        return self.eip.public_ip if self.eip is not None else self.row.public_ip
+
+
+def views(ctx: Ctx, rows: list[Row]) -> list[View]:
+    ids = [r.id for r in rows]
+    by_group = groups_of(ctx, ids)
+    eips: dict[str, Row] = {}
+    tags = resources.tags_for(ctx, ids)
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        for eip in ctx.conn.execute(select(schema.addresses).where(A.interface_id.in_(chunk))):
+            eips[eip.interface_id] = eip
+    return [View(r, by_group.get(r.id, []), eips.get(r.id), tags.get(r.id)) for r in rows]
+
+
+def views_by_instance(ctx: Ctx, instance_ids: list[str]) -> dict[str, list[View]]:
+    rows: list[Row] = []
+    for start in range(0, len(instance_ids), 500):
+        chunk = instance_ids[start : start + 500]
+        rows += ctx.conn.execute(
+            select(schema.network_interfaces)
+            .where(N.instance_id.in_(chunk))
+            .order_by(N.device_index)
+        ).all()
+    out: dict[str, list[View]] = defaultdict(list)
+    for v in views(ctx, rows):
+        out[v.row.instance_id].append(v)
+    return out
+
+
+def _association(ctx: Ctx, v: View, *, full: bool) -> Result | None:
+    ip = v.public_ip
+    if ip is None:
+        return None
+    out: Result = {
+        "ip_owner_id": v.eip.account_id if v.eip is not None else "amazon",
+        "public_dns_name": public_dns(ctx, ip),
+        "public_ip": ip,
+    }
+    if full and v.eip is not None:
+        out["allocation_id"] = v.eip.id
+        out["association_id"] = v.eip.association_id
+    return out
+
+
+def instance_interface_result(ctx: Ctx, v: View) -> Result:
+    """The InstanceNetworkInterface shape (inside DescribeInstances)."""
+    r = v.row
+    assoc = _association(ctx, v, full=False)
+    dns = private_dns(ctx.region, r.private_ip)
+    return {
+        "association": assoc,
+        "attachment": {
+            "attach_time": r.attach_time,
+            "attachment_id": r.attachment_id,
+            "delete_on_termination": r.delete_on_termination,
+            "device_index": r.device_index,
+            "status": "attached",
+            "network_card_index": 0,
+        },
+        "description": r.description,
+        "groups": v.groups,
+        "ipv6_addresses": [],
+        "mac_address": r.mac_address,
+        "network_interface_id": r.id,
+        "owner_id": r.account_id,
+        "private_dns_name": dns,
+        "private_ip_address": r.private_ip,
+        "private_ip_addresses": [
+            {
+                "association": assoc,
+                "primary": True,
+                "private_dns_name": dns,
+                "private_ip_address": r.private_ip,
+            }
+        ],
+        "source_dest_check": r.source_dest_check,
+        "status": r.status,
+        "subnet_id": r.subnet_id,
+        "vpc_id": r.vpc_id,
+        "interface_type": "interface",
+    }
+
+
+def interface_result(ctx: Ctx, v: View) -> Result:
+    """The NetworkInterface shape (DescribeNetworkInterfaces); ``tags`` is renamed later."""
+    r = v.row
+    assoc = _association(ctx, v, full=True)
+    dns = private_dns(ctx.region, r.private_ip)
+    out: Result = {
+        "association": assoc,
+        "availability_zone": r.availability_zone,
+        "availability_zone_id": vpcs.zone_id(ctx.region, r.availability_zone[-1]),
+        "description": r.description,
+        "groups": v.groups,
+        "interface_type": "interface",
+        "ipv6_addresses": [],
+        "mac_address": r.mac_address,
+        "network_interface_id": r.id,
+        "owner_id": r.account_id,
+        "private_dns_name": dns,
+        "public_dns_name": assoc["public_dns_name"] if assoc else None,
+        "private_ip_address": r.private_ip,
+        "private_ip_addresses": [
+            {
+                "association": assoc,
+                "primary": True,
+                "private_dns_name": dns,
+                "private_ip_address": r.private_ip,
+            }
+        ],
+        "requester_managed": False,
+        "source_dest_check": r.source_dest_check,
+        "status": r.status,
+        "subnet_id": r.subnet_id,
+        "tags": v.tags or [],
+        "vpc_id": r.vpc_id,
+    }
+    if r.instance_id is not None:
+        out["attachment"] = {
+            "attach_time": r.attach_time,
+            "attachment_id": r.attachment_id,
+            "delete_on_termination": r.delete_on_termination,
+            "device_index": r.device_index,
+            "network_card_index": 0,
+            "instance_id": r.instance_id,
+            "instance_owner_id": r.account_id,
+            "status": "attached",
+        }
+    return out
+
+
+def _assoc(i: Result, key: str) -> list:
+    assoc = i.get("association")
+    return [assoc.get(key)] if assoc else []
+
+
+def _attach(i: Result, key: str) -> list:
+    att = i.get("attachment")
+    return [att.get(key)] if att else []
+
+
+INTERFACE_FILTERS: FilterSpec = {
+    "network-interface-id": lambda i: [i["network_interface_id"]],
+    "attachment.instance-id": lambda i: _attach(i, "instance_id"),
+    "instance-id": lambda i: _attach(i, "instance_id"),
+    "attachment.attachment-id": lambda i: _attach(i, "attachment_id"),
+    "attachment.device-index": lambda i: _attach(i, "device_index"),
+    "attachment.status": lambda i: _attach(i, "status"),
+    "attachment.instance-owner-id": lambda i: _attach(i, "instance_owner_id"),
+    "attachment.delete-on-termination": lambda i: _attach(i, "delete_on_termination"),
+    "group-id": lambda i: [g["group_id"] for g in i["groups"]],
+    "group-name": lambda i: [g["group_name"] for g in i["groups"]],
+    "private-ip-address": lambda i: [i["private_ip_address"]],
+    "addresses.private-ip-address": lambda i: [
+        a["private_ip_address"] for a in i["private_ip_addresses"]
+    ],
+    "addresses.primary": lambda i: [a["primary"] for a in i["private_ip_addresses"]],
+    "addresses.association.public-ip": lambda i: _assoc(i, "public_ip"),
+    "association.public-ip": lambda i: _assoc(i, "public_ip"),
+    "association.allocation-id": lambda i: _assoc(i, "allocation_id"),
+    "association.association-id": lambda i: _assoc(i, "association_id"),
+    "association.ip-owner-id": lambda i: _assoc(i, "ip_owner_id"),
+    "association.public-dns-name": lambda i: _assoc(i, "public_dns_name"),
+    "private-dns-name": lambda i: [i["private_dns_name"]],
+    "subnet-id": lambda i: [i["subnet_id"]],
+    "vpc-id": lambda i: [i["vpc_id"]],
+    "availability-zone": lambda i: [i["availability_zone"]],
+    "status": lambda i: [i["status"]],
+    "mac-address": lambda i: [i["mac_address"]],
+    "owner-id": lambda i: [i["owner_id"]],
+    "description": lambda i: [i["description"]],
+    "interface-type": lambda i: [i["interface_type"]],
+    "requester-managed": lambda i: [i["requester_managed"]],
+    "source-dest-check": lambda i: [i["source_dest_check"]],
+}
+
+
+@action("DescribeNetworkInterfaces", write=False)
+def describe_network_interfaces(ctx: Ctx, p: Params) -> Result:
+    filters = parse_filters(p.get("filters"), INTERFACE_FILTERS)
+    max_results = check_max_results(p.get("max_results"))
+    ids = p.get("network_interface_ids") or []
+    if ids and max_results is not None:
+        raise ApiError(
+            "InvalidParameterCombination",
+            "The parameter networkInterfaceIdSet cannot be used with the parameter maxResults",
+        )
+    if ids:
+        rows = resources.get_many(ctx, ids, "eni")
+    else:
+        q = select(schema.network_interfaces).where(
+            N.account_id == ctx.account_id, N.region == ctx.region
+        )
+        for name, col in (
+            ("network-interface-id", N.id),
+            ("subnet-id", N.subnet_id),
+            ("vpc-id", N.vpc_id),
+            ("attachment.instance-id", N.instance_id),
+            ("private-ip-address", N.private_ip),
+        ):
+            values = exact_filter_values(p.get("filters"), name)
+            if values is not None:
+                q = q.where(col.in_(values))
+        rows = list(ctx.conn.execute(q))
+    items = [interface_result(ctx, v) for v in views(ctx, rows)]
+    items = [i for i in items if matches(i, filters, INTERFACE_FILTERS)]
+    page, token = paginate(items, "network_interface_id", max_results, p.get("next_token"))
+    for item in page:
+        item["tag_set"] = item.pop("tags")
+    return {"network_interfaces": page, "next_token": token}
+
+
+def groups_for_request(ctx: Ctx, eni: Row, ids: list) -> list[Row]:
+    if not ids:
+        raise ApiError("MissingParameter", "The request must contain the parameter groupId")
+    return groups_by_ids(ctx, eni.vpc_id, ids, None)
+
+
+_UNSUPPORTED_ENI_FIELDS = (
+    "associate_public_ip_address",
+    "enable_primary_ipv6",
+    "ena_srd_specification",
+    "connection_tracking_specification",
+    "associated_subnet_ids",
+)
+
+
+@action("ModifyNetworkInterfaceAttribute", write=True)
+def modify_network_interface_attribute(ctx: Ctx, p: Params) -> Result:
+    eni = resources.get(ctx, p.get("network_interface_id"), "eni")
+    for key in _UNSUPPORTED_ENI_FIELDS:
+        if p.get(key) is not None:
+            raise ApiError(
+                "UnsupportedOperation",
+                f"Stockade does not support changing {key} of a network interface.",
+            )
+    given = [k for k in ("groups", "description", "source_dest_check", "attachment") if k in p]
+    if not given:
+        raise ApiError(
+            "MissingParameter",
+            "The request must contain one of the parameters SecurityGroupId, Description, "
+            "SourceDestCheck or Attachment",
+        )
+    if len(given) > 1:
+        raise ApiError(
+            "InvalidParameterCombination",
+            "Fields for multiple attribute types specified: " + ", ".join(given),
+        )
+    if "groups" in p:
+        set_groups(ctx, eni, groups_for_request(ctx, eni, p["groups"] or []))
+        return {}
+    values: dict[str, object] = {}
+    if "description" in p:
+        values["description"] = resources.description((p["description"] or {}).get("value")) or ""
+    elif "source_dest_check" in p:
+        value = (p["source_dest_check"] or {}).get("value")
+        if value is None:
+            raise ApiError(
+                "MissingParameter", "The request must contain the parameter SourceDestCheck.Value"
+            )
+        values["source_dest_check"] = value
+    else:
+        att = p["attachment"] or {}
+        if att.get("attachment_id") != eni.attachment_id or eni.attachment_id is None:
+            raise ApiError(
+                "InvalidAttachmentID.NotFound",
+                f"The attachment ID '{att.get('attachment_id')}' does not exist",
+            )
+        if att.get("delete_on_termination") is not None:
+            values["delete_on_termination"] = att["delete_on_termination"]
+    if values:
+        ctx.conn.execute(update(schema.network_interfaces).where(N.id == eni.id).values(**values))
+        ctx.log("interface.attribute", eni.id, **{k: v for k, v in values.items()})
+    return {}
