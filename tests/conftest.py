@@ -81,14 +81,16 @@ class Server:
         return env
 
 
-def start_server(db_url: str | None = None) -> Server:
+def start_server(db_url: str | None = None, env: dict[str, str] | None = None) -> Server:
     data_dir = tempfile.mkdtemp(prefix="stockade-test-")
     port = free_port()
     cmd = [str(BIN / "stockade"), "serve", "--port", str(port), "--data-dir", data_dir]
     if db_url:
         cmd += ["--database-url", db_url]
     log = open(os.path.join(data_dir, "server.log"), "wb")  # noqa: SIM115
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+    )
     url = f"http://127.0.0.1:{port}"
 
     def up() -> bool:

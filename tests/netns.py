@@ -152,12 +152,12 @@ class Topology:
         self.names.append(name)
         return name
 
-    def _attach(self, kind: str, ipv4: str, ipv6: str | None) -> Node:
+    def _attach(self, kind: str, ipv4: str, ipv6: str | None, ifname: str | None = None) -> Node:
         index = self._counts[kind]
         self._counts[kind] += 1
         letter = "i" if kind == "instance" else "o"
         ns = self._add_ns(f"{letter}{index}")
-        ifname = f"{self.prefix}{letter}{index}"
+        ifname = ifname or f"{self.prefix}{letter}{index}"
         lines = [
             "ip link set lo up",
             "sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0",
@@ -206,8 +206,9 @@ class Topology:
         self.nodes.append(node)
         return node
 
-    def add_instance(self, ipv4: str, ipv6: str | None = None) -> Node:
-        return self._attach("instance", ipv4, ipv6)
+    def add_instance(self, ipv4: str, ipv6: str | None = None, ifname: str | None = None) -> Node:
+        """An instance; ``ifname`` names its host-side device (as the control plane does)."""
+        return self._attach("instance", ipv4, ipv6, ifname)
 
     def add_outside(self, ipv4: str, ipv6: str | None = None) -> Node:
         return self._attach("outside", ipv4, ipv6)

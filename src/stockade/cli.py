@@ -107,6 +107,161 @@ def env(
         print(f"export {key}={shlex.quote(value)}")
 
 
+Server = Annotated[
+    str | None,
+    typer.Option("--server", help="Control plane URL (default http://127.0.0.1:8773)."),
+]
+
+
+def control_plane(server: str | None, data_dir: str | None, database_url: str | None):
+    """An HTTP client for the agent-facing endpoints, with the token from the data dir."""
+    import httpx
+
+    from stockade.store.db import agent_token
+
+    token = agent_token(open_store(data_dir, database_url))
+    return httpx.Client(
+        base_url=config.endpoint(server),
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+
+
+def _get(client, path: str) -> dict:
+    import httpx
+
+    try:
+        resp = client.get(path)
+    except httpx.HTTPError as exc:
+        fail(
+            f"cannot reach the control plane at {client.base_url} ({exc}); "
+            "is `stockade serve` running?"
+        )
+    if resp.status_code != 200:
+        fail(f"{path}: HTTP {resp.status_code} {resp.text[:200]}")
+    return resp.json()
+
+
+@app.command()
+def agent(
+    host: Annotated[str, typer.Option("--host", help="This host's name.")],
+    server: Server = None,
+    netns: Annotated[
+        str | None, typer.Option(help="Enforce inside this network namespace.")
+    ] = None,
+    uninstall: Annotated[
+        bool, typer.Option("--uninstall", help="Remove Stockade's table and exit.")
+    ] = False,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Follow the change log and enforce this host's groups with nftables."""
+    from stockade.dataplane.agent import Agent
+    from stockade.store.db import agent_token
+
+    token = agent_token(open_store(data_dir, database_url))
+    worker = Agent(config.endpoint(server), token, host, netns=netns)
+    if uninstall:
+        worker.uninstall()
+        err.print(f"removed table inet stockade{' in ' + netns if netns else ''}")
+        return
+    err.print(f"agent for host [cyan]{host}[/cyan] following {config.endpoint(server)}")
+    try:
+        worker.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        worker.close()
+
+
+@app.command()
+def status(
+    server: Server = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Hosts, instances and each agent's applied revision."""
+    with control_plane(server, data_dir, database_url) as client:
+        data = _get(client, "/_stockade/v1/status")
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return
+    out = Console()
+    out.print(f"control plane revision [bold]{data['revision']}[/bold]")
+    agents = Table("host", "applied revision", "lag", "interfaces", "last sync ms", "error")
+    for a in data["agents"]:
+        agents.add_row(
+            a["host"],
+            str(a.get("revision")),
+            str(a["lag"]),
+            str(a.get("interfaces", "")),
+            str(a.get("last_sync_ms", "")),
+            a.get("error") or "",
+        )
+    out.print(agents)
+    inst = Table("instance", "host", "private ip", "public ip", "groups")
+    for i in data["interfaces"]:
+        inst.add_row(
+            i["instance_id"],
+            i["host"],
+            ", ".join(i["private_ipv4"]),
+            i.get("public_ipv4") or "",
+            ", ".join(i["group_ids"]),
+        )
+    out.print(inst)
+
+
+@app.command()
+def explain(
+    src: Annotated[
+        str, typer.Option("--from", help="Instance id, private/public IP or outside IP.")
+    ],
+    dst: Annotated[str, typer.Option("--to", help="Instance id or IP.")],
+    port: Annotated[int, typer.Option(help="Destination port (tcp/udp).")] = -1,
+    protocol: Annotated[str, typer.Option(help="tcp, udp, icmp, icmpv6 or a number.")] = "tcp",
+    icmp_type: Annotated[int, typer.Option(help="ICMP type (-1 any).")] = -1,
+    icmp_code: Annotated[int, typer.Option(help="ICMP code (-1 any).")] = -1,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    server: Server = None,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Is a flow allowed, and which rules decide it (both directions)?"""
+    from stockade.analysis.explain import ExplainError
+    from stockade.analysis.explain import as_json as decision_json
+    from stockade.analysis.explain import explain as run_explain
+
+    with control_plane(server, data_dir, database_url) as client:
+        snap = _get(client, "/_stockade/v1/state")
+    try:
+        decision = run_explain(
+            snap, src, dst, protocol=protocol, port=port, icmp_type=icmp_type, icmp_code=icmp_code
+        )
+    except (ExplainError, ValueError) as exc:
+        fail(str(exc))
+    data = decision_json(decision)
+    if as_json:
+        print(json.dumps(data, indent=2))
+    else:
+        out = Console()
+        colour = "green" if decision.allowed else "red"
+        out.print(
+            f"[bold {colour}]{data['verdict']}[/bold {colour}]: {data['flow']} "
+            f"from {data['from']} to {data['to']}"
+        )
+        for name in ("egress", "ingress"):
+            side = data[name]
+            if not side["checked"]:
+                out.print(f"  {name}: not checked ({side['reason'] or 'not an instance'})")
+                continue
+            mark = "allows" if side["allowed"] else "denies"
+            out.print(f"  {name}: {mark} — {side['reason']}")
+            for r in side["rules"]:
+                out.print(f"    {r['rule_id'] or '-'}  {r['group_id']}  {r['rule']}")
+    raise typer.Exit(0 if decision.allowed else 1)
+
+
 @app.command("agent-token")
 def agent_token_cmd(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
     """Print the token data-plane agents use to read the change log."""

@@ -59,6 +59,7 @@ class Api:
     _event: asyncio.Event | None = None
     _keys: dict[str, tuple[float, tuple[str, str] | None]] = field(default_factory=dict)
     _ready: set[tuple[str, str]] = field(default_factory=set)
+    agents: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop

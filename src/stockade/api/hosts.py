@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import time
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -24,7 +25,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from stockade.errors import ApiError
-from stockade.service import instances
+from stockade.service import instances, topology
 
 
 def _authorised(request: Request) -> bool:
@@ -109,7 +110,78 @@ async def report(request: Request) -> Response:
     return JSONResponse(result)
 
 
+async def host_state(request: Request) -> Response:
+    """The snapshot one host's data plane enforces (see service/topology.py)."""
+    if not _authorised(request):
+        return JSONResponse({"error": "a valid agent token is required"}, 401)
+    api = request.app.state.api
+
+    def read() -> dict[str, Any]:
+        with api.store.read() as conn:
+            return topology.snapshot(conn, request.path_params["host"])
+
+    return JSONResponse(await run_in_threadpool(read))
+
+
+async def region_state(request: Request) -> Response:
+    """Every live interface and every group (for explain and reachability)."""
+    if not _authorised(request):
+        return JSONResponse({"error": "a valid agent token is required"}, 401)
+    api = request.app.state.api
+
+    def read() -> dict[str, Any]:
+        with api.store.read() as conn:
+            return topology.snapshot(conn)
+
+    return JSONResponse(await run_in_threadpool(read))
+
+
+async def agent_status(request: Request) -> Response:
+    """An agent reports the revision it enforces (``stockade status`` shows it)."""
+    if not _authorised(request):
+        return JSONResponse({"error": "a valid agent token is required"}, 401)
+    try:
+        body = await _body(request)
+    except ApiError as err:
+        return _error(err)
+    body["host"] = request.path_params["host"]
+    body["reported_at"] = time.time()
+    request.app.state.api.agents[body["host"]] = body
+    return JSONResponse({"ok": True})
+
+
+async def status(request: Request) -> Response:
+    """Hosts, their agents' applied revision and lag, and the instances placed on them."""
+    if not _authorised(request):
+        return JSONResponse({"error": "a valid agent token is required"}, 401)
+    api = request.app.state.api
+
+    def read() -> dict[str, Any]:
+        with api.store.read() as conn:
+            return topology.snapshot(conn)
+
+    snap = await run_in_threadpool(read)
+    now = time.time()
+    agents = []
+    for info in api.agents.values():
+        item = dict(info)
+        item["lag"] = max(snap["revision"] - int(item.get("revision", -1)), 0)
+        item["age_seconds"] = round(now - item.pop("reported_at", now), 1)
+        agents.append(item)
+    return JSONResponse(
+        {
+            "revision": snap["revision"],
+            "agents": sorted(agents, key=lambda a: a["host"]),
+            "interfaces": snap["interfaces"],
+        }
+    )
+
+
 ROUTES = [
+    Route("/_stockade/v1/hosts/{host}/state", host_state, methods=["GET"]),
+    Route("/_stockade/v1/hosts/{host}/status", agent_status, methods=["POST"]),
+    Route("/_stockade/v1/status", status, methods=["GET"]),
+    Route("/_stockade/v1/state", region_state, methods=["GET"]),
     Route("/_stockade/v1/hosts/{host}/claim", claim, methods=["POST"]),
     Route("/_stockade/v1/hosts/{host}/instances", placed, methods=["GET"]),
     Route("/_stockade/v1/instances/{instance_id}/state", report, methods=["POST"]),
