@@ -10,14 +10,15 @@ import threading
 
 import httpx
 import pytest
-from conftest import start_server, stop_server, wait_until
 
-import netns
-from netns import CLOSED, FILTERED, OPEN, Topology
 from stockade.analysis.explain import explain
 from stockade.dataplane.agent import Agent
 from stockade.service.topology import ifname_for
 from stockade.store.db import agent_token
+
+import netns
+from conftest import start_server, stop_server, wait_until
+from netns import CLOSED, FILTERED, OPEN, Topology
 
 pytestmark = [
     pytest.mark.netns,

@@ -16,8 +16,9 @@ import httpx
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import BIN, raw_request
 from stockade.store.db import agent_token
+
+from conftest import BIN, raw_request
 
 POOL = ipaddress.ip_network("198.18.0.0/15")
 SEED_WEB_AMI = "ami-fba54092"

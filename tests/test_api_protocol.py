@@ -9,8 +9,9 @@ import httpx
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import raw_request
 from stockade.store.db import agent_token
+
+from conftest import raw_request
 
 
 def describe(ec2) -> list[str]:

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from conftest import BIN, free_port
 from stockade.classic import core, groups
+
+from conftest import BIN, free_port
 
 # Seed 001, exactly as printed (tabs kept). The copy lost the CIDR addresses after "CIDR".
 SEED_001 = [

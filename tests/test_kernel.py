@@ -11,10 +11,11 @@ from collections.abc import Iterator
 
 import pytest
 
-import netns
-from netns import CLOSED, FILTERED, OPEN, Node, Probe, Topology, probe_many
 from stockade.dataplane.nft import OUTPUT_JSON, Dataplane
 from stockade.model import Group, Interface, Rule, State
+
+import netns
+from netns import CLOSED, FILTERED, OPEN, Node, Probe, Topology, probe_many
 
 pytestmark = [
     pytest.mark.netns,

@@ -19,11 +19,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import netns
-from netns import CLOSED, OPEN, Node, Probe, Topology, probe_many
 from stockade.dataplane.nft import OUTPUT_JSON, Dataplane, Nft
 from stockade.model import Group, Interface, Rule, State
 from stockade.policy import Flow, evaluate
+
+import netns
+from netns import CLOSED, OPEN, Node, Probe, Topology, probe_many
 
 pytestmark = [
     pytest.mark.netns,
