@@ -262,6 +262,179 @@ def explain(
     raise typer.Exit(0 if decision.allowed else 1)
 
 
+@app.command()
+def up(
+    hosts: Annotated[int, typer.Option(help="Sandbox hosts (each with its agent).")] = 2,
+    port: Annotated[int, typer.Option(help="API port.")] = config.DEFAULT_PORT,
+    background: Annotated[
+        bool, typer.Option("--background", "-d", help="Start, then return to the shell.")
+    ] = False,
+    prefix: Annotated[str, typer.Option(help="Name prefix of the sandbox's namespaces.")] = "skr-",
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Start the sandbox region: the API, the edge, the internet and N hosts (root)."""
+    import logging
+    import os
+    import subprocess
+    import sys
+
+    from rich.progress import Progress, SpinnerColumn, TextColumn
+
+    from stockade.sandbox.region import Sandbox, SandboxInfo
+
+    if os.geteuid() != 0:
+        fail("the sandbox builds network namespaces: run it as root (sudo make run)")
+    data = config.data_dir(data_dir)
+    running = SandboxInfo.load(data)
+    if running is not None and running.alive() and running.pid != os.getpid():
+        fail(f"a sandbox is already running (pid {running.pid}); `stockade down` stops it")
+    if background:
+        log = open(data / "sandbox.log", "ab")  # noqa: SIM115
+        args = [
+            sys.executable,
+            "-m",
+            "stockade.cli",
+            "up",
+            "--hosts",
+            str(hosts),
+            "--port",
+            str(port),
+            "--prefix",
+            prefix,
+            "--data-dir",
+            str(data),
+        ]
+        if database_url:
+            args += ["--database-url", database_url]
+        proc = subprocess.Popen(
+            args,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        import time
+
+        deadline = time.monotonic() + 120
+        with Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), console=err, transient=True
+        ) as progress:
+            progress.add_task("starting the sandbox in the background", total=None)
+            while time.monotonic() < deadline:
+                info = SandboxInfo.load(data)
+                if info is not None and info.pid == proc.pid:
+                    break
+                if proc.poll() is not None:
+                    fail(f"the sandbox failed to start; see {data / 'sandbox.log'}")
+                time.sleep(0.2)
+            else:
+                fail(f"the sandbox did not come up in time; see {data / 'sandbox.log'}")
+        err.print(f"sandbox running in the background (pid {proc.pid}); `stockade down` stops it")
+        _sandbox_banner(port, hosts)
+        return
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    sandbox = Sandbox(data, hosts=hosts, port=port, prefix=prefix, database_url=database_url)
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), console=err, transient=True
+    ) as progress:
+        task = progress.add_task("starting", total=None)
+        try:
+            sandbox.up(lambda text: progress.update(task, description=text))
+        except Exception as exc:
+            sandbox.down()
+            fail(f"the sandbox failed to start: {exc}")
+    _sandbox_banner(port, hosts)
+    err.print("Ctrl-C stops the sandbox and removes every namespace it made.")
+    try:
+        sandbox.wait()
+    finally:
+        err.print("stopping the sandbox ...")
+        sandbox.down()
+
+
+def _sandbox_banner(port: int, hosts: int) -> None:
+    err.print(f"[bold]Stockade sandbox[/bold]: EC2 API on http://127.0.0.1:{port}, {hosts} hosts")
+    err.print('  eval "$(stockade env)"; ec2run ami-fba54092 -n 2 -g default')
+    err.print("  stockade outside --from 192.168.1.130 -- nmap -Pn -p 22,80 <public dns name>")
+
+
+@app.command()
+def down(data_dir: DataDir = None) -> None:
+    """Stop the sandbox and remove every namespace, link and table it made."""
+    import os
+    import signal
+    import time
+
+    from stockade.sandbox import net
+    from stockade.sandbox.region import STATE_FILE, SandboxInfo
+
+    data = config.data_dir(data_dir)
+    info = SandboxInfo.load(data)
+    prefix = info.prefix if info else "skr-"
+    if info is not None and info.alive():
+        os.kill(info.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 60
+        while info.alive() and time.monotonic() < deadline:
+            time.sleep(0.1)
+    left = net.with_prefix(prefix)
+    for name in left:
+        net.remove(name)
+    (data / STATE_FILE).unlink(missing_ok=True)
+    err.print("sandbox stopped" + (f"; removed {len(left)} leftover namespaces" if left else ""))
+
+
+def _sandbox(data_dir: str | None):
+    from stockade.sandbox.region import SandboxInfo
+
+    info = SandboxInfo.load(config.data_dir(data_dir))
+    if info is None or not info.alive():
+        fail("no sandbox is running: start one with `stockade up` (or `make run`)")
+    return info
+
+
+@app.command("exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def exec_(
+    ctx: typer.Context,
+    instance: Annotated[str, typer.Argument(help="Instance id (i-...).")],
+    data_dir: DataDir = None,
+) -> None:
+    """Run a command inside an instance: stockade exec i-... -- CMD ..."""
+    import os
+
+    from stockade.sandbox import net
+    from stockade.sandbox.hostd import instance_netns
+
+    info = _sandbox(data_dir)
+    ns = instance_netns(info.prefix, instance)
+    if not net.exists(ns):
+        fail(f"{instance} is not running in the sandbox (see `stockade status`)")
+    cmd = list(ctx.args) or ["sh"]
+    os.execvp("ip", ["ip", "netns", "exec", ns, *cmd])
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def outside(
+    ctx: typer.Context,
+    source: Annotated[
+        str, typer.Option("--from", help="The outside client's address.")
+    ] = "203.0.113.10",
+    data_dir: DataDir = None,
+) -> None:
+    """Run a command on the internet, from an address you name: stockade outside -- CMD ..."""
+    import os
+
+    from stockade.sandbox.region import ensure_outside
+
+    info = _sandbox(data_dir)
+    try:
+        ns = ensure_outside(info.prefix, source)
+    except (ValueError, RuntimeError) as exc:
+        fail(str(exc))
+    cmd = list(ctx.args) or ["sh"]
+    os.execvp("ip", ["ip", "netns", "exec", ns, *cmd])
+
+
 @app.command("agent-token")
 def agent_token_cmd(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
     """Print the token data-plane agents use to read the change log."""
@@ -324,3 +497,7 @@ def account_delete(name: str, data_dir: DataDir = None, database_url: DatabaseUr
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,383 @@
+"""The sandbox region: an EC2-like cloud on one machine, built only from namespaces.
+
+```
+  <p>o-<ip> (outside clients) --veth-- <p>inet (the internet, outside DNS 100.127.53.53)
+                                           |  100.127.0.2 / 100.127.0.1
+                                        <p>edge: 1:1 NAT public/Elastic <-> private, hairpin
+                                           |  100.64.k.1 / 100.64.k.2  (one link per host)
+                                        <p>h<k>: host k, its agent (table inet stockade),
+                                           |     resolver 169.254.169.253, metadata .254
+                                        <p>i-<id>: an instance, eth0 with its private IP
+```
+Nothing is linked to the root namespace. The control plane (``stockade serve``) runs as a
+child process; hosts, the edge and the outside resolver run as threads of this process.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from stockade.dataplane.netns import NetnsWorker
+from stockade.dataplane.nft import Nft
+from stockade.sandbox import net
+from stockade.sandbox.hostd import HostDaemon, bound_socket
+
+log = logging.getLogger(__name__)
+
+INET_EDGE, EDGE_INET = "100.127.0.2", "100.127.0.1"
+OUTSIDE_GATEWAY = "100.127.255.1"
+OUTSIDE_RESOLVER = "100.127.53.53"
+STATE_FILE = "sandbox.json"
+
+
+def host_link(k: int) -> tuple[str, str]:
+    """(edge side, host side) addresses of host k's uplink."""
+    return f"100.64.{k}.1", f"100.64.{k}.2"
+
+
+@dataclass
+class SandboxInfo:
+    """What `stockade exec/outside/down/status` need to find a running sandbox."""
+
+    prefix: str
+    hosts: int
+    pid: int
+    endpoint: str
+    region: str
+    public_domain: str
+    public_pool: str
+
+    @classmethod
+    def load(cls, data_dir: Path) -> SandboxInfo | None:
+        path = data_dir / STATE_FILE
+        if not path.exists():
+            return None
+        return cls(**json.loads(path.read_text()))
+
+    def save(self, data_dir: Path) -> None:
+        (data_dir / STATE_FILE).write_text(json.dumps(asdict(self), indent=2))
+
+    def alive(self) -> bool:
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+
+def outside_netns(prefix: str, address: str) -> str:
+    return f"{prefix}o-{address.replace('.', '-').replace(':', '-')}"
+
+
+def ensure_outside(prefix: str, address: str) -> str:
+    """A small namespace on the internet whose only address is ``address``."""
+    ip = ipaddress.ip_address(address)
+    if ip.version != 4:
+        raise ValueError("outside clients are IPv4 in this sandbox")
+    name = outside_netns(prefix, address)
+    if net.exists(name):
+        return name
+    inet = f"{prefix}inet"
+    if not net.exists(inet):
+        raise RuntimeError("the sandbox is not running: start it with `stockade up`")
+    peer = "o" + format(int(ip), "08x")
+    net.create(name)
+    net.veth(inet, peer, name, "eth0")
+    net.address(name, "eth0", f"{address}/32")
+    net.route(name, f"{OUTSIDE_GATEWAY}/32", dev="eth0")
+    net.route(name, "default", gateway=OUTSIDE_GATEWAY)
+    net.sysctl(inet, {f"net.ipv4.conf.{peer}.proxy_arp": 1, f"net.ipv4.conf.{peer}.rp_filter": 0})
+    net.address(inet, peer, f"{OUTSIDE_GATEWAY}/32")
+    net.route(inet, f"{address}/32", dev=peer)
+    net.resolv_conf(name, OUTSIDE_RESOLVER)
+    return name
+
+
+class Edge:
+    """Routes each live instance to its host and NATs its public address (1:1, hairpin)."""
+
+    def __init__(self, prefix: str, hosts: int, public_pool: str) -> None:
+        self.netns = f"{prefix}edge"
+        self.hosts = hosts
+        self.public_pool = public_pool
+        self.nft: Nft | None = None
+        self.routes: dict[str, str] = {}
+        self.nat: dict[str, str] = {}
+
+    def build(self, inet: str) -> None:
+        net.create(self.netns)
+        net.veth(self.netns, "inet", inet, "edge")
+        net.address(self.netns, "inet", f"{EDGE_INET}/30")
+        net.address(inet, "edge", f"{INET_EDGE}/30")
+        net.route(self.netns, "default", gateway=INET_EDGE)
+        net.route(inet, self.public_pool, gateway=EDGE_INET)
+        self.nft = Nft(self.netns)
+
+    def attach_host(self, k: int, host_ns: str) -> None:
+        edge_ip, host_ip = host_link(k)
+        net.veth(self.netns, f"h{k}", host_ns, "up")
+        net.address(self.netns, f"h{k}", f"{edge_ip}/30")
+        net.address(host_ns, "up", f"{host_ip}/30")
+        net.route(host_ns, "default", gateway=edge_ip)
+
+    def apply(self, snapshot: dict[str, Any]) -> None:
+        routes: dict[str, str] = {}
+        nat: dict[str, str] = {}
+        for iface in snapshot["interfaces"]:
+            k = int(str(iface["host"]).rsplit("-", 1)[-1]) if iface["host"] else 0
+            if not 1 <= k <= self.hosts:
+                continue
+            private = iface["private_ipv4"][0]
+            routes[f"{private}/32"] = host_link(k)[1]
+            if iface.get("public_ipv4"):
+                nat[iface["public_ipv4"]] = private
+        for dst in set(self.routes) - set(routes):
+            net.delete_route(self.netns, dst)
+        for dst, gw in routes.items():
+            if self.routes.get(dst) != gw:
+                net.route(self.netns, dst, gateway=gw)
+        self.routes = routes
+        if nat != self.nat and self.nft is not None:
+            self.nft.run(nat_script(nat))
+            self.nat = nat
+
+
+def nat_script(nat: dict[str, str]) -> str:
+    """The edge's NAT table, replaced whole in one transaction (conntrack keeps flows)."""
+    pub2priv = ", ".join(f"{p} : {q}" for p, q in sorted(nat.items()))
+    priv2pub = ", ".join(f"{q} : {p}" for p, q in sorted(nat.items()))
+    privs = ", ".join(sorted(nat.values()))
+    return "\n".join(
+        [
+            "table ip stockade_nat",
+            "delete table ip stockade_nat",
+            "table ip stockade_nat {",
+            "  map pub2priv { type ipv4_addr : ipv4_addr;"
+            + (f" elements = {{ {pub2priv} }}" if nat else "")
+            + " }",
+            "  map priv2pub { type ipv4_addr : ipv4_addr;"
+            + (f" elements = {{ {priv2pub} }}" if nat else "")
+            + " }",
+            "  set public_owners { type ipv4_addr;"
+            + (f" elements = {{ {privs} }}" if nat else "")
+            + " }",
+            "  chain pre { type nat hook prerouting priority dstnat;"
+            " dnat ip to ip daddr map @pub2priv }",
+            "  chain post { type nat hook postrouting priority srcnat;"
+            ' oifname "inet" ip saddr @public_owners snat ip to ip saddr map @priv2pub;'
+            ' ct status dnat iifname != "inet" ip saddr @public_owners'
+            " snat ip to ip saddr map @priv2pub }",
+            "}",
+            "",
+        ]
+    )
+
+
+class Sandbox:
+    """`stockade up`: the control plane, the edge, the internet and N hosts."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        hosts: int = 2,
+        port: int = 8773,
+        prefix: str = "skr-",
+        region: str = "us-east-1",
+        database_url: str | None = None,
+    ) -> None:
+        self.data_dir = data_dir
+        self.hosts = hosts
+        self.port = port
+        self.prefix = prefix
+        self.region = region
+        self.database_url = database_url
+        self.endpoint = f"http://127.0.0.1:{port}"
+        self.public_domain = os.environ.get("STOCKADE_PUBLIC_DOMAIN", "stockade.test")
+        self.public_pool = os.environ.get("STOCKADE_PUBLIC_POOL", "198.18.0.0/15")
+        self.server: subprocess.Popen | None = None
+        self.daemons: list[HostDaemon] = []
+        self.edge = Edge(prefix, hosts, self.public_pool)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._servers: list[Any] = []
+        self.snapshot: dict[str, Any] = {"interfaces": [], "groups": [], "revision": 0}
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def clean_leftovers(self) -> list[str]:
+        names = net.with_prefix(self.prefix)
+        for name in names:
+            net.remove(name)
+        return names
+
+    def start_server(self) -> str:
+        cmd = [
+            sys.executable,
+            "-m",
+            "stockade.cli",
+            "serve",
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(self.data_dir),
+        ]
+        if self.database_url:
+            cmd += ["--database-url", self.database_url]
+        env = {**os.environ, "STOCKADE_AUTO_RUN": "0"}
+        out = open(self.data_dir / "server.log", "ab")  # noqa: SIM115
+        self.server = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+        out.close()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.server.poll() is not None:
+                raise RuntimeError(f"the API server exited; see {self.data_dir / 'server.log'}")
+            try:
+                if httpx.get(self.endpoint + "/_stockade/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        else:
+            raise RuntimeError(f"the API server did not answer on {self.endpoint}")
+        from stockade import config
+        from stockade.store.db import Store, agent_token
+
+        store = Store(config.database_url(self.data_dir, self.database_url))
+        try:
+            return agent_token(store)
+        finally:
+            store.dispose()
+
+    def up(self, progress: Any = None) -> None:
+        def step(text: str) -> None:
+            if progress is not None:
+                progress(text)
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        step("cleaning leftovers of an earlier run")
+        self.clean_leftovers()
+        step(f"starting the EC2 API on {self.endpoint}")
+        token = self.start_server()
+        step("building the internet and the edge")
+        inet = f"{self.prefix}inet"
+        net.create(inet)
+        self.edge.build(inet)
+        self._start_outside_resolver(inet)
+        from stockade.sandbox import services
+
+        for k in range(1, self.hosts + 1):
+            step(f"starting host-{k} and its agent")
+            host_ns = f"{self.prefix}h{k}"
+            net.create(host_ns)
+            self.edge.attach_host(k, host_ns)
+            daemon = HostDaemon(
+                index=k,
+                prefix=self.prefix,
+                server=self.endpoint,
+                token=token,
+                uplink_gateway=host_link(k)[0],
+                logs=self.data_dir / "instances",
+                resolver=services.inside_resolver(self),
+                metadata=services.metadata_server(self),
+            )
+            daemon.start()
+            self.daemons.append(daemon)
+        self._follow(token)
+        SandboxInfo(
+            self.prefix,
+            self.hosts,
+            os.getpid(),
+            self.endpoint,
+            self.region,
+            self.public_domain,
+            self.public_pool,
+        ).save(self.data_dir)
+        step("ready")
+
+    def _start_outside_resolver(self, inet: str) -> None:
+        from stockade.sandbox import services
+
+        net.address(inet, "lo", f"{OUTSIDE_RESOLVER}/32")
+        with NetnsWorker(inet) as worker:
+            udp = worker.call(bound_socket, socket.SOCK_DGRAM, OUTSIDE_RESOLVER, 53)
+            tcp = worker.call(bound_socket, socket.SOCK_STREAM, OUTSIDE_RESOLVER, 53)
+        self._servers.append(services.outside_resolver(self)(udp, tcp).start())
+
+    def _follow(self, token: str) -> None:
+        """Keep the edge (routes, NAT) and the region snapshot current."""
+        http = httpx.Client(
+            base_url=self.endpoint,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=httpx.Timeout(10.0, read=40.0),
+        )
+
+        def loop() -> None:
+            revision = -1
+            while not self._stop.is_set():
+                try:
+                    snap = http.get("/_stockade/v1/state").json()
+                    self.snapshot = snap
+                    self.edge.apply(snap)
+                    revision = snap["revision"]
+                    http.get(
+                        "/_stockade/v1/changes",
+                        params={"since": revision, "wait": 10, "limit": 1},
+                    )
+                except Exception as exc:  # noqa: BLE001 - keep the edge alive
+                    if self._stop.is_set():
+                        break
+                    log.warning("edge: %s", exc)
+                    self._stop.wait(1.0)
+            http.close()
+
+        t = threading.Thread(target=loop, name="edge", daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def down(self) -> None:
+        self._stop.set()
+        for daemon in self.daemons:
+            daemon.stop()
+        for srv in self._servers:
+            srv.close()
+        if self.edge.nft is not None:
+            self.edge.nft.close()
+        if self.server is not None and self.server.poll() is None:
+            self.server.send_signal(signal.SIGTERM)
+            try:
+                self.server.wait(15)
+            except subprocess.TimeoutExpired:
+                self.server.kill()
+        self.clean_leftovers()
+        (self.data_dir / STATE_FILE).unlink(missing_ok=True)
+
+    def wait(self) -> None:
+        """Run until SIGINT/SIGTERM, then tear everything down."""
+        done = threading.Event()
+
+        def stop(*_: Any) -> None:
+            done.set()
+
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)
+        while not done.is_set():
+            if self.server is not None and self.server.poll() is not None:
+                log.error("the API server exited; shutting the sandbox down")
+                break
+            done.wait(1.0)
