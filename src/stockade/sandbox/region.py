@@ -160,33 +160,37 @@ class Edge:
 
 def nat_script(nat: dict[str, str]) -> str:
     """The edge's NAT table, replaced whole in one transaction (conntrack keeps flows)."""
-    pub2priv = ", ".join(f"{p} : {q}" for p, q in sorted(nat.items()))
-    priv2pub = ", ".join(f"{q} : {p}" for p, q in sorted(nat.items()))
-    privs = ", ".join(sorted(nat.values()))
-    return "\n".join(
-        [
-            "table ip stockade_nat",
-            "delete table ip stockade_nat",
-            "table ip stockade_nat {",
-            "  map pub2priv { type ipv4_addr : ipv4_addr;"
-            + (f" elements = {{ {pub2priv} }}" if nat else "")
-            + " }",
-            "  map priv2pub { type ipv4_addr : ipv4_addr;"
-            + (f" elements = {{ {priv2pub} }}" if nat else "")
-            + " }",
-            "  set public_owners { type ipv4_addr;"
-            + (f" elements = {{ {privs} }}" if nat else "")
-            + " }",
-            "  chain pre { type nat hook prerouting priority dstnat;"
-            " dnat ip to ip daddr map @pub2priv }",
-            "  chain post { type nat hook postrouting priority srcnat;"
-            ' oifname "inet" ip saddr @public_owners snat ip to ip saddr map @priv2pub;'
-            ' ct status dnat iifname != "inet" ip saddr @public_owners'
-            " snat ip to ip saddr map @priv2pub }",
-            "}",
-            "",
-        ]
-    )
+
+    def elements(items: list[str]) -> str:
+        return f"elements = {{ {', '.join(items)} }}" if items else ""
+
+    pairs = sorted(nat.items())
+    return f"""table ip stockade_nat
+delete table ip stockade_nat
+table ip stockade_nat {{
+  map pub2priv {{
+    type ipv4_addr : ipv4_addr
+    {elements([f"{p} : {q}" for p, q in pairs])}
+  }}
+  map priv2pub {{
+    type ipv4_addr : ipv4_addr
+    {elements([f"{q} : {p}" for p, q in pairs])}
+  }}
+  set public_owners {{
+    type ipv4_addr
+    {elements([q for _, q in pairs])}
+  }}
+  chain pre {{
+    type nat hook prerouting priority dstnat; policy accept;
+    dnat ip to ip daddr map @pub2priv
+  }}
+  chain post {{
+    type nat hook postrouting priority srcnat; policy accept;
+    oifname "inet" ip saddr @public_owners snat ip to ip saddr map @priv2pub
+    ct status dnat iifname != "inet" ip saddr @public_owners snat ip to ip saddr map @priv2pub
+  }}
+}}
+"""
 
 
 class Sandbox:
