@@ -158,7 +158,9 @@ def test_run_defaults_and_options(ec2, account):
     subnet = subnets[got["SubnetId"]]
     assert subnet["AvailabilityZone"] == "us-east-1a" == got["Placement"]["AvailabilityZone"]
     assert got["VpcId"] == subnet["VpcId"]
-    assert got["PrivateIpAddress"] == "172.31.0.4"  # the first 4 addresses are reserved
+    private = ipaddress.ip_address(got["PrivateIpAddress"])
+    assert private in ipaddress.ip_network(subnet["CidrBlock"])
+    assert int(private) - int(ipaddress.ip_network(subnet["CidrBlock"])[0]) >= 4  # .0-.3 reserved
     assert "KeyName" not in got and "Tags" not in got
     # every option at once
     ec2.import_key_pair(KeyName="mary", PublicKeyMaterial=ED25519_PUB)
@@ -354,23 +356,26 @@ def test_subnet_with_interfaces_cannot_be_deleted(ec2):
 
 
 def test_private_addresses_in_use_and_reused(ec2):
-    (a,) = run(ec2, PrivateIpAddress="172.31.0.50")
-    code, msg = error_of(run, ec2, PrivateIpAddress="172.31.0.50")
-    assert (code, msg) == ("InvalidIPAddress.InUse", "Address 172.31.0.50 is in use.")
-    first = run(ec2, 2)
+    # a subnet of its own, so the lowest free addresses are known
+    vpc = ec2.create_vpc(CidrBlock="10.213.0.0/16")["Vpc"]["VpcId"]
+    sub = ec2.create_subnet(VpcId=vpc, CidrBlock="10.213.7.0/24")["Subnet"]["SubnetId"]
+    (a,) = run(ec2, SubnetId=sub, PrivateIpAddress="10.213.7.50")
+    code, msg = error_of(run, ec2, SubnetId=sub, PrivateIpAddress="10.213.7.50")
+    assert (code, msg) == ("InvalidIPAddress.InUse", "Address 10.213.7.50 is in use.")
+    first = run(ec2, 2, SubnetId=sub)
     assert [one(ec2, i["InstanceId"])["PrivateIpAddress"] for i in first] == [
-        "172.31.0.4",
-        "172.31.0.5",
+        "10.213.7.4",
+        "10.213.7.5",
     ]
     ec2.terminate_instances(InstanceIds=[a["InstanceId"], first[0]["InstanceId"]])
     gone = one(ec2, a["InstanceId"])
     assert gone["State"]["Name"] == "terminated"
     assert "PrivateIpAddress" not in gone and gone["NetworkInterfaces"] == []
     # both addresses are free again
-    (b,) = run(ec2, PrivateIpAddress="172.31.0.50")
-    (c,) = run(ec2)
-    assert one(ec2, b["InstanceId"])["PrivateIpAddress"] == "172.31.0.50"
-    assert one(ec2, c["InstanceId"])["PrivateIpAddress"] == "172.31.0.4"
+    (b,) = run(ec2, SubnetId=sub, PrivateIpAddress="10.213.7.50")
+    (c,) = run(ec2, SubnetId=sub)
+    assert one(ec2, b["InstanceId"])["PrivateIpAddress"] == "10.213.7.50"
+    assert one(ec2, c["InstanceId"])["PrivateIpAddress"] == "10.213.7.4"
     privates = [i["PrivateIpAddress"] for i in live(ec2)]
     assert len(privates) == len(set(privates)) == 3
 
@@ -777,9 +782,11 @@ def test_accounts_are_isolated(server):
     a, b = server.client(alice), server.client(bob)
     (ai,) = run(a)
     (bi,) = run(b)
-    # the same private address in each account's own VPC, different public addresses
-    assert one(a, ai["InstanceId"])["PrivateIpAddress"] == "172.31.0.4"
-    assert one(b, bi["InstanceId"])["PrivateIpAddress"] == "172.31.0.4"
+    # each account's own default VPC is 172.31.0.0/16, but Stockade hands out addresses
+    # unique in the region (so the sandbox can route them); public addresses differ too
+    pa, pb = one(a, ai["InstanceId"]), one(b, bi["InstanceId"])
+    assert pa["VpcId"] != pb["VpcId"]
+    assert pa["PrivateIpAddress"] != pb["PrivateIpAddress"]
     assert (
         one(a, ai["InstanceId"])["PublicIpAddress"] != one(b, bi["InstanceId"])["PublicIpAddress"]
     )

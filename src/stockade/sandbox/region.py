@@ -144,6 +144,10 @@ class Edge:
             if not 1 <= k <= self.hosts:
                 continue
             private = iface["private_ipv4"][0]
+            if f"{private}/32" in routes:
+                # one flat network: an address two VPCs both use cannot be routed twice
+                log.warning("edge: %s is used twice; %s is not routed", private, iface["id"])
+                continue
             routes[f"{private}/32"] = host_link(k)[1]
             if iface.get("public_ipv4"):
                 nat[iface["public_ipv4"]] = private

@@ -232,10 +232,21 @@ def private_ips_in_use(ctx: Ctx, subnet_id: str) -> set[str]:
     return set(ctx.conn.execute(select(N.private_ip).where(N.subnet_id == subnet_id)).scalars())
 
 
+def region_ips_in(ctx: Ctx, net: ipaddress.IPv4Network) -> set[str]:
+    """Addresses of ``net`` held by any interface of the region, whatever its account or VPC.
+
+    Automatic assignment avoids them too: EC2 promises no particular free address, and
+    addresses unique in a region let the one-machine sandbox route every VPC on one flat
+    network (each account's default VPC is 172.31.0.0/16).
+    """
+    rows = ctx.conn.execute(select(N.private_ip).where(N.region == ctx.region)).scalars()
+    return {ip for ip in rows if ipaddress.IPv4Address(ip) in net}
+
+
 def free_private_ips(ctx: Ctx, subnet: Row, count: int) -> list[str]:
     """Up to ``count`` free addresses of ``subnet``, lowest first."""
-    _net, first, last = _usable(subnet)
-    used = private_ips_in_use(ctx, subnet.id)
+    net, first, last = _usable(subnet)
+    used = private_ips_in_use(ctx, subnet.id) | region_ips_in(ctx, net)
     out: list[str] = []
     value = first
     while value <= last and len(out) < count:
