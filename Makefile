@@ -21,8 +21,10 @@ deps: system-deps $(STAMP)
 system-deps:
 	@bash scripts/system-deps.sh $(APT_PKGS)
 
+# as root: the whole sandbox region (API + hosts + edge + internet); otherwise the API alone
 run: deps
-	$(BIN)/stockade serve $(ARGS)
+	@if [ "$$(id -u)" -eq 0 ]; then exec $(BIN)/stockade up $(ARGS); \
+	else echo "not root: serving the API only (the sandbox needs root)"; exec $(BIN)/stockade serve $(ARGS); fi
 
 test: deps
 	$(BIN)/pytest -q $(ARGS)
