@@ -127,7 +127,9 @@ def connect_cmd(host: str, port: int) -> list[str]:
         "try:\n"
         f"  s.connect(({host!r},{port})); print('open')\n"
         "except ConnectionRefusedError: print('refused')\n"
-        "except (TimeoutError, socket.timeout, OSError) as e: print('timeout' if 'timed out' in str(e) or isinstance(e, TimeoutError) else 'error '+str(e))\n"
+        "except (TimeoutError, socket.timeout, OSError) as e:\n"
+        "  late = isinstance(e, TimeoutError) or 'timed out' in str(e)\n"
+        "  print('timeout' if late else f'error {e}')\n"
     )
     return ["python3", "-c", code]
 

@@ -435,6 +435,28 @@ def outside(
     os.execvp("ip", ["ip", "netns", "exec", ns, *cmd])
 
 
+@app.command()
+def demo(
+    story: Annotated[str, typer.Argument(help="albert, mary or bastion (the seeds' stories).")],
+    data_dir: DataDir = None,
+) -> None:
+    """Run a seed story step by step against the running sandbox."""
+    from stockade.sandbox.demo import STORIES, run_story
+
+    if story not in STORIES:
+        fail(f"unknown story {story!r}: choose one of {', '.join(STORIES)}")
+    info = _sandbox(data_dir)
+    data = config.data_dir(data_dir)
+    acct = accounts.get(open_store(str(data), None), accounts.DEFAULT_ACCOUNT)
+    env = {
+        "EC2_URL": info.endpoint,
+        "EC2_ACCESS_KEY": acct.access_key_id,
+        "EC2_SECRET_KEY": acct.secret_access_key,
+        "STOCKADE_ACCOUNT_ID": acct.account_id,
+    }
+    run_story(story, env, str(data))
+
+
 @app.command("agent-token")
 def agent_token_cmd(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
     """Print the token data-plane agents use to read the change log."""
