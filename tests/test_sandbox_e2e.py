@@ -436,3 +436,57 @@ def test_a_rule_added_while_a_client_retries(sandbox):
         assert out.strip() == "connected"
     finally:
         client.kill()
+
+
+def stockade_cli(box: Sandbox, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    exe = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "stockade"
+    return subprocess.run(
+        [shutil.which("stockade") or str(exe), *args, "--data-dir", str(box.data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "STOCKADE_ENDPOINT": box.endpoint},
+    )
+
+
+def test_demo_albert_shows_the_scan_change(sandbox):
+    out = stockade_cli(sandbox, "demo", "albert")
+    assert out.returncode == 0, out.stderr
+    scans = out.stdout.split("nmap -Pn")
+    assert "22/tcp filtered" in scans[1] and "80/tcp filtered" in scans[1]
+    assert "22/tcp open" in scans[2] and "80/tcp filtered" in scans[2]
+    assert "22/tcp filtered" in scans[3]
+    assert "Traceback" not in out.stdout + out.stderr
+
+
+def test_explain_and_status_match_the_kernel(sandbox):
+    s = Story(sandbox)
+    g = s.group("explained")
+    (inst,) = s.launch(1, ["explained"], listeners(22, 80))
+    s.ec2.authorize_security_group_ingress(
+        GroupId=g, IpProtocol="tcp", FromPort=80, ToPort=80, CidrIp=f"{ALBERT}/32"
+    )
+    ip = inst["PublicIpAddress"]
+    until(lambda: s.outside(ALBERT, *connect_cmd(ip, 80)).stdout.strip(), "open", "80 open")
+    for port, kernel in ((80, "open"), (22, "timeout")):
+        assert s.outside(ALBERT, *connect_cmd(ip, port)).stdout.strip() == kernel
+        out = stockade_cli(
+            sandbox,
+            "explain",
+            "--from",
+            ALBERT,
+            "--to",
+            inst["InstanceId"],
+            "--port",
+            str(port),
+            "--json",
+        )
+        import json
+
+        verdict = json.loads(out.stdout)
+        assert verdict["allowed"] == (kernel == "open"), verdict
+        assert out.returncode == (0 if kernel == "open" else 1)
+    status = stockade_cli(sandbox, "status", "--json")
+    data = __import__("json").loads(status.stdout)
+    assert {a["host"] for a in data["agents"]} == {"host-1", "host-2"}
+    assert inst["InstanceId"] in {i["instance_id"] for i in data["interfaces"]}

@@ -20,7 +20,7 @@ from rich.console import Console
 BIN = Path(sys.executable).parent
 ALBERT = "192.168.1.130"
 
-console = Console(highlight=False)
+console = Console(highlight=False, soft_wrap=True)
 
 
 def listeners(*ports: int) -> str:
@@ -42,8 +42,8 @@ class Demo:
         self.instances: list[str] = []
         self.groups: list[str] = []
 
-    def run(self, *cmd: str, quiet: bool = False) -> str:
-        shown = " ".join(shlex.quote(c) for c in cmd)
+    def run(self, *cmd: str, quiet: bool = False, shown: str | None = None) -> str:
+        shown = shown or " ".join(shlex.quote(c) for c in cmd)
         if not quiet:
             console.print(f"[bold cyan]$ {shown}[/bold cyan]")
         out = subprocess.run(cmd, capture_output=True, text=True, env=self.env, timeout=120)
@@ -55,8 +55,21 @@ class Demo:
     def say(self, text: str) -> None:
         console.print(f"\n[bold]{text}[/bold]")
 
-    def launch(self, ami: str, count: int, group: str, user_data: str) -> list[tuple[str, str]]:
-        out = self.run("ec2-run-instances", ami, "-n", str(count), "-g", group, "-d", user_data)
+    def launch(
+        self, ami: str, count: int, group: str, ports: tuple[int, ...]
+    ) -> list[tuple[str, str]]:
+        out = self.run(
+            "ec2-run-instances",
+            ami,
+            "-n",
+            str(count),
+            "-g",
+            group,
+            "-d",
+            listeners(*ports),
+            shown=f"ec2-run-instances {ami} -n {count} -g {group} "
+            f"-d <user data: listen on {', '.join(map(str, ports))}>",
+        )
         ids = [line.split("\t")[1] for line in out.splitlines() if line.startswith("INSTANCE")]
         self.instances += ids
         deadline = time.monotonic() + 90
@@ -116,7 +129,7 @@ def nmap(demo: Demo, source: str, name: str, ports: str) -> str:
 
 def albert(demo: Demo) -> None:
     demo.say("Albert launches his favourite AMI in the default group (seed 002)")
-    ((iid, name),) = demo.launch("ami-eca54085", 1, "default", listeners(22, 80))
+    ((iid, name),) = demo.launch("ami-eca54085", 1, "default", (22, 80))
     demo.say("He checks the default group's rules")
     demo.run("ec2-describe-group", "default")
     demo.say("He port-scans his instance from his machine: everything is filtered")
@@ -136,13 +149,13 @@ def mary(demo: Demo) -> None:
     demo.run("ec2-add-group", "apache", "-d", "Mary's Apache group")
     demo.groups.append("apache")
     demo.run("ec2-authorize", "apache", "-P", "tcp", "-p", "80", "-s", "0.0.0.0/0")
-    web = demo.launch("ami-fba54092", 3, "apache", listeners(80))
+    web = demo.launch("ami-fba54092", 3, "apache", (80,))
     demo.say("A port scan of a web server: 80 open, the rest filtered")
     demo.until(lambda: nmap(demo, ALBERT, web[0][1], "22,80"), lambda o: "80/tcp open" in o)
     demo.say("The app tier admits only members of apache")
     demo.run("ec2-add-group", "appserver", "-d", "Mary's app server")
     demo.groups.append("appserver")
-    ((app, app_name),) = demo.launch("ami-e3a5408a", 1, "appserver", listeners(8080))
+    ((app, app_name),) = demo.launch("ami-e3a5408a", 1, "appserver", (8080,))
     account = demo.env.get("STOCKADE_ACCOUNT_ID", "")
     demo.run("ec2-authorize", "appserver", "-o", "apache", "-u", account)
     demo.say("From the internet the app server is filtered")
@@ -164,9 +177,9 @@ def bastion(demo: Demo) -> None:
     demo.run("ec2-authorize", "gw", "-P", "tcp", "-p", "62222", "-s", f"{ALBERT}/32")
     demo.run("ec2-authorize", "app", "-P", "tcp", "-p", "22", "-u", account, "-o", "gw")
     demo.run("ec2-authorize", "db", "-P", "tcp", "-p", "3306", "-u", account, "-o", "app")
-    ((gw, gw_name),) = demo.launch("ami-fba54092", 1, "gw", listeners(62222))
-    ((_app, app_name),) = demo.launch("ami-fba54092", 1, "app", listeners(22))
-    ((_db, db_name),) = demo.launch("ami-fba54092", 1, "db", listeners(3306))
+    ((gw, gw_name),) = demo.launch("ami-fba54092", 1, "gw", (62222,))
+    ((_app, app_name),) = demo.launch("ami-fba54092", 1, "app", (22,))
+    ((_db, db_name),) = demo.launch("ami-fba54092", 1, "db", (3306,))
     demo.say("Albert reaches the gateway; nobody reaches the app server from outside")
     demo.until(lambda: nmap(demo, ALBERT, gw_name, "62222"), lambda o: "open" in o)
     nmap(demo, ALBERT, app_name, "22")

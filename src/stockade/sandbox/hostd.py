@@ -117,9 +117,12 @@ class HostDaemon:
             t.start()
             self._threads.append(t)
 
-    def stop(self) -> None:
+    def signal_stop(self) -> None:
         self._stop.set()
         self.agent.stop()
+
+    def stop(self) -> None:
+        self.signal_stop()
         for srv in self._servers:
             srv.close()
         with self.lock:

@@ -361,17 +361,20 @@ class Sandbox:
     def down(self) -> None:
         self._stop.set()
         for daemon in self.daemons:
-            daemon.stop()
-        for srv in self._servers:
-            srv.close()
-        if self.edge.nft is not None:
-            self.edge.nft.close()
+            daemon.signal_stop()
+        # stopping the API first ends every long-poll at once, so the threads exit quickly
         if self.server is not None and self.server.poll() is None:
             self.server.send_signal(signal.SIGTERM)
             try:
                 self.server.wait(15)
             except subprocess.TimeoutExpired:
                 self.server.kill()
+        for daemon in self.daemons:
+            daemon.stop()
+        for srv in self._servers:
+            srv.close()
+        if self.edge.nft is not None:
+            self.edge.nft.close()
         self.clean_leftovers()
         (self.data_dir / STATE_FILE).unlink(missing_ok=True)
 
