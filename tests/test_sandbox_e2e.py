@@ -490,3 +490,84 @@ def test_explain_and_status_match_the_kernel(sandbox):
     data = __import__("json").loads(status.stdout)
     assert {a["host"] for a in data["agents"]} == {"host-1", "host-2"}
     assert inst["InstanceId"] in {i["instance_id"] for i in data["interfaces"]}
+
+
+def test_stop_start_reboot_terminate(sandbox):
+    s = Story(sandbox)
+    g = s.group("life")
+    s.ec2.authorize_security_group_ingress(
+        GroupId=g, IpProtocol="tcp", FromPort=80, ToPort=80, CidrIp="0.0.0.0/0"
+    )
+    script = listeners(80).replace("#!/bin/sh\n", "#!/bin/sh\necho booted\n")
+    (inst,) = s.launch(1, ["life"], script)
+    iid, first_ip = inst["InstanceId"], inst["PublicIpAddress"]
+    until(lambda: s.outside(ALBERT, *connect_cmd(first_ip, 80)).stdout.strip(), "open", "up")
+    log = sandbox.data_dir / "instances" / f"{iid}.log"
+
+    # reboot: the instance's init runs again
+    s.ec2.reboot_instances(InstanceIds=[iid])
+    until(lambda: log.read_text().count("booted"), 2, "a second boot")
+    until(lambda: s.outside(ALBERT, *connect_cmd(first_ip, 80)).stdout.strip(), "open", "back")
+
+    # stop: unreachable, its namespace gone; the private IP stays, the public IP changes
+    from stockade.sandbox.hostd import instance_netns
+    from stockade.sandbox.net import exists
+
+    s.ec2.stop_instances(InstanceIds=[iid])
+
+    def state() -> str:
+        got = s.ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
+        return got["State"]["Name"]
+
+    until(state, "stopped", "stopped", timeout=30)
+    assert not exists(instance_netns(sandbox.prefix, iid))
+    assert s.outside(ALBERT, *connect_cmd(first_ip, 80)).stdout.strip() == "timeout"
+    s.ec2.start_instances(InstanceIds=[iid])
+    until(state, "running", "running again", timeout=60)
+    again = s.ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
+    assert again["PrivateIpAddress"] == inst["PrivateIpAddress"]
+    assert again["PublicIpAddress"] != first_ip
+    until(
+        lambda: s.outside(ALBERT, *connect_cmd(again["PublicIpAddress"], 80)).stdout.strip(),
+        "open",
+        "reachable at the new public IP",
+    )
+
+    # terminate: the namespace goes away for good
+    s.ec2.terminate_instances(InstanceIds=[iid])
+    until(state, "terminated", "terminated", timeout=30)
+    assert not exists(instance_netns(sandbox.prefix, iid))
+
+
+def test_hairpin_through_a_public_ip_matches_only_cidr_rules(sandbox):
+    s = Story(sandbox)
+    front = s.group("front")
+    back = s.group("back")
+    s.ec2.authorize_security_group_ingress(
+        GroupId=back,
+        IpPermissions=[
+            {
+                "IpProtocol": "tcp",
+                "FromPort": 80,
+                "ToPort": 80,
+                "UserIdGroupPairs": [{"GroupId": front}],
+            }
+        ],
+    )
+    (a,) = s.launch(1, ["front"])
+    (b,) = s.launch(1, ["back"], listeners(80))
+    until(
+        lambda: s.inside(a, *connect_cmd(b["PrivateIpAddress"], 80)).stdout.strip(),
+        "open",
+        "a -> b by private IP (group rule)",
+    )
+    # by b's public IP the packet arrives from a's public IP: the group rule cannot match
+    assert s.inside(a, *connect_cmd(b["PublicIpAddress"], 80)).stdout.strip() == "timeout"
+    s.ec2.authorize_security_group_ingress(
+        GroupId=back, IpProtocol="tcp", FromPort=80, ToPort=80, CidrIp=f"{a['PublicIpAddress']}/32"
+    )
+    until(
+        lambda: s.inside(a, *connect_cmd(b["PublicIpAddress"], 80)).stdout.strip(),
+        "open",
+        "a -> b by public IP (CIDR rule of a's public address)",
+    )

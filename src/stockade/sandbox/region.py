@@ -119,6 +119,7 @@ class Edge:
         self.nft: Nft | None = None
         self.routes: dict[str, str] = {}
         self.nat: dict[str, str] = {}
+        self.applied = False
 
     def build(self, inet: str) -> None:
         net.create(self.netns)
@@ -157,12 +158,13 @@ class Edge:
             if self.routes.get(dst) != gw:
                 net.route(self.netns, dst, gateway=gw)
         self.routes = routes
-        if nat != self.nat and self.nft is not None:
-            self.nft.run(nat_script(nat))
+        if (nat != self.nat or not self.applied) and self.nft is not None:
+            self.nft.run(nat_script(nat, self.public_pool))
             self.nat = nat
+            self.applied = True
 
 
-def nat_script(nat: dict[str, str]) -> str:
+def nat_script(nat: dict[str, str], public_pool: str = "198.18.0.0/15") -> str:
     """The edge's NAT table, replaced whole in one transaction (conntrack keeps flows)."""
 
     def elements(items: list[str]) -> str:
@@ -187,6 +189,11 @@ table ip stockade_nat {{
   chain pre {{
     type nat hook prerouting priority dstnat; policy accept;
     dnat ip to ip daddr map @pub2priv
+  }}
+  chain unassigned {{
+    type filter hook forward priority filter; policy accept;
+    # a public address no instance holds is silently dropped (a scan shows "filtered")
+    ip daddr {public_pool} drop
   }}
   chain post {{
     type nat hook postrouting priority srcnat; policy accept;
