@@ -181,3 +181,68 @@ def test_status_and_explain_agree_with_the_kernel(lab):
         assert decision.allowed == (kernel == OPEN), (src, port, decision.why, kernel)
         if not decision.allowed:
             assert "no ingress rule" in decision.why
+
+
+def test_agent_command_runs_in_a_namespace_and_uninstalls(manual_server):
+    """`stockade agent --host H --netns NS` enforces there; `--uninstall` removes the table."""
+    import subprocess
+
+    from stockade.dataplane.nft import Nft
+
+    from conftest import BIN
+
+    server = manual_server
+    topo = Topology()
+    proc = None
+    try:
+        host = f"cli-{topo.prefix.strip('-')}"
+        common = [
+            "--server",
+            server.url,
+            "--data-dir",
+            server.data_dir,
+            "--database-url",
+            server.db_url,
+        ]
+        proc = subprocess.Popen(
+            [str(BIN / "stockade"), "agent", "--host", host, "--netns", topo.host, *common],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        http = httpx.Client(
+            base_url=server.url,
+            headers={"Authorization": f"Bearer {agent_token(server.store)}"},
+        )
+        wait_until(
+            lambda: host in {a["host"] for a in http.get("/_stockade/v1/status").json()["agents"]},
+            timeout=20,
+            what="the agent to report",
+        )
+        nft = Nft(topo.host)
+        try:
+            assert "table inet stockade" in nft.run("list tables")
+            proc.terminate()
+            proc.wait(10)
+            out = subprocess.run(
+                [
+                    str(BIN / "stockade"),
+                    "agent",
+                    "--host",
+                    host,
+                    "--netns",
+                    topo.host,
+                    "--uninstall",
+                    *common,
+                ],
+                capture_output=True,
+                text=True,
+            )
+            assert out.returncode == 0, out.stderr
+            assert "table inet stockade" not in nft.run("list tables")
+        finally:
+            nft.close()
+        http.close()
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+        topo.close()
