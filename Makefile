@@ -37,8 +37,14 @@ format: $(STAMP)
 	$(BIN)/ruff format src tests bench
 	$(BIN)/ruff check --fix src tests bench
 
+# every benchmark in one run (about 10 minutes; root for the namespace ones), then a summary
 bench: bench-deps
-	$(BIN)/python bench/api_capacity.py $(ARGS)
+	$(BIN)/python bench/run.py $(ARGS)
+
+# the ~1-minute smoke run CI executes (the numbers are not checked)
+.PHONY: bench-quick
+bench-quick: bench-deps
+	$(BIN)/python bench/run.py --quick $(ARGS)
 
 bench-deps: deps
 	$(BIN)/pip install -q -e '.[dev,bench]'

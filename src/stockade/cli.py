@@ -51,22 +51,49 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = config.DEFAULT_PORT,
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Server processes sharing the port (more requests per second on more cores).",
+        ),
+    ] = 1,
 ) -> None:
     """Run the EC2 API server."""
+    import os
+
     import uvicorn
 
-    from stockade.api.app import create_app
+    from stockade.api.app import WORKER_DATABASE_URL, WORKER_ENDPOINT, create_app
     from stockade.service.common import Config
+    from stockade.store.db import agent_token
 
     store = open_store(data_dir, database_url)
     endpoint = f"http://{host}:{port}"
-    app_ = create_app(store, Config(endpoint=endpoint))
+    if workers == 1:
+        app_: object = create_app(store, Config(endpoint=endpoint))
+        factory = False
+    else:
+        # each worker process builds its own app (see stockade.api.app.worker_app)
+        agent_token(store)  # created once, here, rather than raced for by the workers
+        os.environ[WORKER_DATABASE_URL] = store.url
+        os.environ[WORKER_ENDPOINT] = endpoint
+        store.dispose()
+        app_, factory = "stockade.api.app:worker_app", True
     err.print(f"[bold]Stockade[/bold] EC2 API on [cyan]{endpoint}[/cyan] ({_safe_url(store.url)})")
     err.print(
         'Use it: [green]eval "$(stockade env)"[/green] then '
         "[green]aws ec2 describe-security-groups[/green]"
     )
-    uvicorn.run(app_, host=host, port=port, log_level="warning", access_log=False)
+    uvicorn.run(
+        app_,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        factory=factory,
+        workers=workers if workers > 1 else None,
+    )
 
 
 def _safe_url(url: str) -> str:

@@ -10,19 +10,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import json
 import logging
+import os
 import time
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import unquote
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.datastructures import URL
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 import stockade.service.addresses
 import stockade.service.groups
@@ -42,6 +45,7 @@ from stockade.store.db import Store, agent_token, read_changes
 log = logging.getLogger("stockade.api")
 
 MAX_BODY = 4 * 1024 * 1024
+AGENT_REPORT = "agent-report:"  # settings key prefix of agents' reports (shared mode)
 XML = "text/xml;charset=UTF-8"
 KEY_CACHE_SECONDS = 2.0
 
@@ -60,6 +64,26 @@ class Api:
     _keys: dict[str, tuple[float, tuple[str, str] | None]] = field(default_factory=dict)
     _ready: set[tuple[str, str]] = field(default_factory=set)
     agents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # one of several processes serving the same database (``serve --workers N``): what
+    # agents report is kept in the database, and the change log is polled more often
+    shared: bool = False
+
+    @property
+    def poll_interval(self) -> float:
+        """How often a long poll looks for commits it was not woken for (other processes')."""
+        return 0.1 if self.shared else 1.0
+
+    def record_agent(self, report: dict[str, Any]) -> None:
+        """Keep an agent's status report (``report["host"]`` names it)."""
+        if self.shared:
+            self.store.put_setting(AGENT_REPORT + report["host"], json.dumps(report))
+        else:
+            self.agents[report["host"]] = report
+
+    def agent_reports(self) -> list[dict[str, Any]]:
+        if self.shared:
+            return [json.loads(v) for v in self.store.settings_under(AGENT_REPORT).values()]
+        return list(self.agents.values())
 
     def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -76,9 +100,19 @@ class Api:
             event.set()
 
     def committed(self) -> None:
-        """Called from a worker thread after a write commits: wake long-polling agents."""
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._wake)
+        """Called after a write commits (on the loop or a worker thread): wake long-polling
+        agents."""
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:  # a worker thread
+            running = None
+        if running is loop:
+            loop.call_soon(self._wake)  # on the loop already: no need to wake it up
+        else:
+            loop.call_soon_threadsafe(self._wake)
 
     def secret(self, access_key_id: str) -> tuple[str, str] | None:
         now = time.monotonic()
@@ -91,13 +125,13 @@ class Api:
         self._keys[access_key_id] = (now, found)
         return found
 
-    def authenticate(self, request: Request, body: bytes) -> tuple[str, str]:
+    def authenticate(self, scope: Scope, body: bytes) -> tuple[str, str]:
         """(account id, region) of a correctly signed request, or EC2's auth error."""
         signed = sigv4.parse_auth(
-            request.method,
-            request.scope.get("raw_path", b"/").decode("latin-1"),
-            request.scope.get("query_string", b"").decode("latin-1"),
-            {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.headers.raw},
+            scope["method"],
+            scope.get("raw_path", b"/").decode("latin-1"),
+            scope.get("query_string", b"").decode("latin-1"),
+            {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]},
             body,
         )
         if signed.service != "ec2":
@@ -159,12 +193,21 @@ def _region_ready(conn: Any, account_id: str, region: str, config: Config) -> bo
     return region_ready(Ctx(conn, account_id, region, config))
 
 
-def _params(request: Request, body: bytes) -> dict[str, str]:
+def _content_type(scope: Scope) -> str:
+    for key, value in scope["headers"]:
+        if key == b"content-type":  # Starlette's Headers.get, on ASGI's lower-case names
+            return value.decode("latin-1")
+    return ""
+
+
+def _params(scope: Scope, body: bytes) -> dict[str, str]:
     try:
-        pairs = parse_qsl(request.url.query, keep_blank_values=True, strict_parsing=False)
-        ctype = request.headers.get("content-type", "")
-        if body and (request.method == "POST") and "json" not in ctype:
-            pairs += parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+        query = scope.get("query_string", b"")
+        # what Starlette's request.url.query gives (decoding and all), without building a URL
+        query_text = URL(scope=scope).query if query else ""
+        pairs = _parse_qsl(query_text)
+        if body and scope["method"] == "POST" and "json" not in _content_type(scope):
+            pairs += _parse_qsl(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
         raise ApiError(
             "MalformedQueryString", "The request body is not a valid query string."
@@ -177,15 +220,59 @@ def _params(request: Request, body: bytes) -> dict[str, str]:
     return params
 
 
-async def ec2_endpoint(request: Request) -> Response:
-    api: Api = request.app.state.api
-    request_id = str(uuid.uuid4())
+def _parse_qsl(qs: str) -> list[tuple[str, str]]:
+    """``parse_qsl(qs, keep_blank_values=True)``, skipping the work plain pairs do not need."""
+    pairs = []
+    for name_value in qs.split("&") if qs else ():
+        if not name_value:
+            continue
+        name, _, value = name_value.partition("=")
+        if "+" in name:
+            name = name.replace("+", " ")
+        if "%" in name:
+            name = unquote(name)
+        if "+" in value:
+            value = value.replace("+", " ")
+        if "%" in value:
+            value = unquote(value)
+        pairs.append((name, value))
+    return pairs
+
+
+async def _read_body(receive: Receive) -> bytes:
+    """The whole request body (as Starlette's ``Request.body()`` reads it)."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.request":
+            body = message.get("body", b"")
+            if body:
+                chunks.append(body)
+            if not message.get("more_body", False):
+                break
+        elif message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _request_id() -> str:
+    """A random (version 4) UUID, as ``str(uuid.uuid4())`` spells it, a little cheaper."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
+
+
+_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
+
+
+async def serve_ec2(api: Api, scope: Scope, receive: Receive) -> tuple[int, bytes, str]:
+    """One EC2 Query request: (HTTP status, XML body, request id)."""
+    request_id = _request_id()
     try:
-        body = await request.body()
+        body = await _read_body(receive)
         if len(body) > MAX_BODY:
             raise ApiError("RequestEntityTooLarge", "The request body is too large.", 413)
-        params = _params(request, body)
-        account_id, region = api.authenticate(request, body)
+        params = _params(scope, body)
+        account_id, region = api.authenticate(scope, body)
         action = params.pop("Action", None)
         params.pop("Version", None)
         for key in [k for k in params if k.startswith("X-Amz-")]:
@@ -206,27 +293,39 @@ async def ec2_endpoint(request: Request) -> Response:
             result = api.run(action, decoded, account_id, region)
         else:
             result = await run_in_threadpool(api.run, action, decoded, account_id, region)
-        content = codec.encode_response(action, result, request_id)
-        return Response(content, 200, media_type=XML, headers={"x-amzn-RequestId": request_id})
+        return 200, codec.encode_response(action, result, request_id), request_id
     except ApiError as err:
-        return _error(err.code, err.message, err.status, request_id)
+        return err.status, codec.encode_error(err.code, err.message, request_id), request_id
     except Exception:
         log.exception("internal error in request %s", request_id)
-        return _error(
-            "InternalError",
-            "An internal error has occurred. Stockade logged it with this request id.",
+        return (
             500,
+            codec.encode_error(
+                "InternalError",
+                "An internal error has occurred. Stockade logged it with this request id.",
+                request_id,
+            ),
             request_id,
         )
 
 
-def _error(code: str, message: str, status: int, request_id: str) -> Response:
-    return Response(
-        codec.encode_error(code, message, request_id),
-        status,
-        media_type=XML,
-        headers={"x-amzn-RequestId": request_id},
-    )
+def _xml_headers(content: bytes, request_id: str) -> list[tuple[bytes, bytes]]:
+    # the headers (and their order) Starlette's Response(media_type=XML, headers=...) sends
+    return [
+        (b"x-amzn-requestid", request_id.encode("latin-1")),
+        (b"content-length", str(len(content)).encode("latin-1")),
+        (b"content-type", _XML_BYTES),
+    ]
+
+
+_XML_BYTES = XML.encode("latin-1")
+
+
+async def ec2_endpoint(request: Request) -> Response:
+    """The EC2 endpoint as a Starlette route (HEAD, and paths under ``/_stockade/``)."""
+    api: Api = request.app.state.api
+    status, content, request_id = await serve_ec2(api, request.scope, request.receive)
+    return Response(content, status, media_type=XML, headers={"x-amzn-RequestId": request_id})
 
 
 async def changes(request: Request) -> Response:
@@ -252,8 +351,8 @@ async def changes(request: Request) -> Response:
         if rows or remaining <= 0:
             break
         with contextlib.suppress(TimeoutError):
-            # woken by a commit in this process; other writers are seen within a second
-            await asyncio.wait_for(event.wait(), min(remaining, 1.0))
+            # woken by a commit in this process; other writers are seen at the next poll
+            await asyncio.wait_for(event.wait(), min(remaining, api.poll_interval))
     revision = rows[-1]["revision"] if rows else await run_in_threadpool(api.store.revision)
     return JSONResponse({"revision": revision, "changes": rows})
 
@@ -270,8 +369,51 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
     yield
 
 
+class App(Starlette):
+    """Starlette, with EC2 requests (GET or POST outside ``/_stockade/``) served directly.
+
+    They are what the routes would send to :func:`ec2_endpoint` anyway; going around the
+    middleware, router and Request/Response objects saves a good part of a request's cost.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["method"] in ("POST", "GET")
+            and not scope["path"].startswith("/_stockade/")
+        ):
+            status, content, request_id = await serve_ec2(self.state.api, scope, receive)
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": status,
+                    "headers": _xml_headers(content, request_id),
+                }
+            )
+            await send({"type": "http.response.body", "body": content})
+            return
+        await super().__call__(scope, receive, send)
+
+
+WORKER_DATABASE_URL = "STOCKADE_WORKER_DATABASE_URL"
+WORKER_ENDPOINT = "STOCKADE_WORKER_ENDPOINT"
+
+
+def worker_app() -> Starlette:
+    """The app of one ``stockade serve --workers N`` process (an import string for uvicorn).
+
+    ``serve`` has migrated the database and passes its URL and the endpoint in the
+    environment. SQLite's WAL lets the processes read at once; their writers take turns on
+    a lock file next to the database (see store/db.py).
+    """
+    store = Store(os.environ[WORKER_DATABASE_URL])
+    app = create_app(store, Config(endpoint=os.environ[WORKER_ENDPOINT]))
+    app.state.api.shared = True
+    return app
+
+
 def create_app(store: Store, config: Config | None = None) -> Starlette:
-    app = Starlette(
+    app = App(
         routes=[
             Route("/", ec2_endpoint, methods=["GET", "POST"]),
             Route("/_stockade/health", health, methods=["GET"]),

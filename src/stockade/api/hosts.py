@@ -146,7 +146,11 @@ async def agent_status(request: Request) -> Response:
         return _error(err)
     body["host"] = request.path_params["host"]
     body["reported_at"] = time.time()
-    request.app.state.api.agents[body["host"]] = body
+    api = request.app.state.api
+    if api.shared:
+        await run_in_threadpool(api.record_agent, body)
+    else:
+        api.record_agent(body)
     return JSONResponse({"ok": True})
 
 
@@ -163,7 +167,8 @@ async def status(request: Request) -> Response:
     snap = await run_in_threadpool(read)
     now = time.time()
     agents = []
-    for info in api.agents.values():
+    reports = await run_in_threadpool(api.agent_reports) if api.shared else api.agent_reports()
+    for info in reports:
         item = dict(info)
         item["lag"] = max(snap["revision"] - int(item.get("revision", -1)), 0)
         item["age_seconds"] = round(now - item.pop("reported_at", now), 1)

@@ -6,6 +6,7 @@ EC2's ``sgr-`` rules are; ``IpPermissions`` are rebuilt from rows when described
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -31,6 +32,7 @@ from stockade.service.common import (
     parse_filters,
 )
 from stockade.store import schema
+from stockade.store.db import Sql, execute, row_type
 
 PROTOCOL_NAMES = {"tcp": "6", "udp": "17", "icmp": "1", "icmpv6": "58", "-1": "-1"}
 PROTOCOL_LABELS = {v: k for k, v in PROTOCOL_NAMES.items()}
@@ -39,6 +41,24 @@ ICMP = {"1", "58"}
 
 G = schema.security_groups.c
 R = schema.rules.c
+
+# Fixed statements of the request hot paths, run on the DBAPI connection (see store/db.py).
+GROUP_ROWS = row_type(schema.security_groups)
+RULE_ROWS = row_type(schema.rules)
+_DEFAULT_VPC = Sql("SELECT default_vpc_id FROM account_regions WHERE account_id = ? AND region = ?")
+_GROUP_BY_NAME = Sql(
+    f"SELECT {GROUP_ROWS.columns} FROM security_groups "
+    "WHERE vpc_id = ? AND name = ? AND account_id = ?"
+)
+_RULES_OF = Sql(f"SELECT {RULE_ROWS.columns} FROM sg_rules WHERE group_id = ? ORDER BY seq")
+_RULES_OF_MANY = Sql(
+    f"SELECT {RULE_ROWS.columns} FROM sg_rules WHERE group_id IN ({{in}}) ORDER BY seq"
+)
+_INSERT_RULE = Sql(
+    f"INSERT INTO sg_rules ({RULE_ROWS.columns}) "
+    f"VALUES ({', '.join('?' * len(schema.rules.columns))})"
+)
+_DELETE_RULES = Sql("DELETE FROM sg_rules WHERE id IN ({in})")
 
 # Checks other modules add (instances using a group, ...): each raises DependencyViolation.
 DELETE_CHECKS: list[Callable[[Ctx, str], None]] = []
@@ -73,6 +93,20 @@ class RuleSpec:
             self.cidr_ipv6,
             self.prefix_list_id,
             self.ref_group_id,
+        )
+
+    @staticmethod
+    def row_key(row: Row) -> tuple:
+        """``RuleSpec.from_row(row).key``, without building the spec."""
+        return (
+            row.egress,
+            row.protocol,
+            row.from_port,
+            row.to_port,
+            row.cidr_ipv4,
+            row.cidr_ipv6,
+            row.prefix_list_id,
+            row.ref_group_id,
         )
 
     @classmethod
@@ -159,12 +193,20 @@ def normalize_ports(protocol: str, from_port: int | None, to_port: int | None) -
 
 
 def check_cidr(value: Any, version: int) -> str:
+    canonical = _canonical_cidr(str(value), version)
+    if canonical is None:
+        raise ApiError("InvalidParameterValue", f"CIDR block {value} is malformed")
+    return canonical
+
+
+@functools.lru_cache(maxsize=4096)  # the same few blocks come again and again
+def _canonical_cidr(text: str, version: int) -> str | None:
     try:
-        net = ipaddress.ip_network(str(value), strict=True)
-        if "/" not in str(value) or net.version != version:
-            raise ValueError(value)
+        net = ipaddress.ip_network(text, strict=True)
     except ValueError:
-        raise ApiError("InvalidParameterValue", f"CIDR block {value} is malformed") from None
+        return None
+    if "/" not in text or net.version != version:
+        return None
     return str(net)
 
 
@@ -172,11 +214,15 @@ def check_cidr(value: Any, version: int) -> str:
 
 
 def default_vpc_id(ctx: Ctx) -> str:
-    return ctx.conn.execute(
-        select(schema.regions.c.default_vpc_id).where(
-            schema.regions.c.account_id == ctx.account_id, schema.regions.c.region == ctx.region
-        )
-    ).scalar_one()
+    found = execute(ctx.conn, _DEFAULT_VPC, (ctx.account_id, ctx.region)).fetchall()
+    if len(found) != 1:
+        # what SQLAlchemy's scalar_one() raised here before
+        from sqlalchemy.exc import MultipleResultsFound, NoResultFound
+
+        if not found:
+            raise NoResultFound("No row was found when one was required")
+        raise MultipleResultsFound("Multiple rows were found when exactly one was required")
+    return found[0][0]
 
 
 def group_by_name(ctx: Ctx, name: str, vpc_id: str | None = None, owner: str | None = None) -> Row:
@@ -190,11 +236,8 @@ def group_by_name(ctx: Ctx, name: str, vpc_id: str | None = None, owner: str | N
         vpc_id = vpc_id or default_vpc_id(ctx)
     row = None
     if vpc_id is not None:
-        row = ctx.conn.execute(
-            select(schema.security_groups).where(
-                G.vpc_id == vpc_id, G.name == name, G.account_id == owner
-            )
-        ).first()
+        found = GROUP_ROWS.rows(ctx.conn, _GROUP_BY_NAME, (vpc_id, name, owner))
+        row = found[0] if found else None
     if row is None:
         where = f" in default VPC '{vpc_id}'" if in_default and vpc_id else ""
         raise ApiError(
@@ -204,11 +247,8 @@ def group_by_name(ctx: Ctx, name: str, vpc_id: str | None = None, owner: str | N
 
 
 def default_vpc_id_or_none(ctx: Ctx) -> str | None:
-    return ctx.conn.execute(
-        select(schema.regions.c.default_vpc_id).where(
-            schema.regions.c.account_id == ctx.account_id, schema.regions.c.region == ctx.region
-        )
-    ).scalar()
+    found = execute(ctx.conn, _DEFAULT_VPC, (ctx.account_id, ctx.region)).fetchone()
+    return None if found is None else found[0]
 
 
 def target_group(ctx: Ctx, params: Params) -> Row:
@@ -329,22 +369,14 @@ def specs_from_permissions(
         base = RuleSpec(egress, proto, lo, hi)
         found = False
         for r in perm.get("ip_ranges") or ():
-            specs.append(
-                replace(
-                    base,
-                    cidr_ipv4=check_cidr(r.get("cidr_ip"), 4),
-                    description=resources.description(r.get("description")),
-                )
-            )
+            cidr = check_cidr(r.get("cidr_ip"), 4)
+            desc = resources.description(r.get("description"))
+            specs.append(RuleSpec(egress, proto, lo, hi, cidr_ipv4=cidr, description=desc))
             found = True
         for r in perm.get("ipv6_ranges") or ():
-            specs.append(
-                replace(
-                    base,
-                    cidr_ipv6=check_cidr(r.get("cidr_ipv6"), 6),
-                    description=resources.description(r.get("description")),
-                )
-            )
+            cidr = check_cidr(r.get("cidr_ipv6"), 6)
+            desc = resources.description(r.get("description"))
+            specs.append(RuleSpec(egress, proto, lo, hi, cidr_ipv6=cidr, description=desc))
             found = True
         for r in perm.get("prefix_list_ids") or ():
             raise ApiError(
@@ -454,9 +486,10 @@ def describe_groups(ctx: Ctx, rows: list[Row]) -> list[Result]:
     by_group: dict[str, list[Row]] = {i: [] for i in ids}
     for start in range(0, len(ids), 500):
         chunk = ids[start : start + 500]
-        for r in ctx.conn.execute(
-            select(schema.rules).where(R.group_id.in_(chunk)).order_by(R.seq)
-        ):
+        if len(chunk) == 1:
+            by_group[chunk[0]] = RULE_ROWS.rows(ctx.conn, _RULES_OF, chunk)
+            continue
+        for r in RULE_ROWS.rows(ctx.conn, _RULES_OF_MANY.expand(len(chunk)), chunk):
             by_group[r.group_id].append(r)
     tags = resources.tags_for(ctx, ids)
     out = []
@@ -482,15 +515,13 @@ def describe_groups(ctx: Ctx, rows: list[Row]) -> list[Result]:
 
 
 def existing_rules(ctx: Ctx, group_id: str) -> list[Row]:
-    return list(
-        ctx.conn.execute(select(schema.rules).where(R.group_id == group_id).order_by(R.seq))
-    )
+    return RULE_ROWS.rows(ctx.conn, _RULES_OF, (group_id,))
 
 
 def insert_rules(ctx: Ctx, group: Row, specs: list[RuleSpec]) -> list[Row]:
     """Add ``specs`` to ``group`` after EC2's duplicate and quota checks."""
     current = existing_rules(ctx, group.id)
-    seen = {RuleSpec.from_row(r).key for r in current}
+    seen = {RuleSpec.row_key(r) for r in current}
     for spec in specs:
         if spec.key in seen:
             raise ApiError(
@@ -506,34 +537,30 @@ def insert_rules(ctx: Ctx, group: Row, specs: list[RuleSpec]) -> list[Row]:
                 "The maximum number of rules per security group has been reached.",
             )
     seq = max((r.seq for r in current), default=0)
-    new_ids = []
+    rows = []
     for spec in specs:
         seq += 1
-        rule_id = new_id("sgr")
-        new_ids.append(rule_id)
-        ctx.conn.execute(
-            insert(schema.rules).values(
-                id=rule_id,
-                group_id=group.id,
-                account_id=group.account_id,
-                region=group.region,
-                seq=seq,
-                egress=spec.egress,
-                protocol=spec.protocol,
-                from_port=spec.from_port,
-                to_port=spec.to_port,
-                cidr_ipv4=spec.cidr_ipv4,
-                cidr_ipv6=spec.cidr_ipv6,
-                prefix_list_id=spec.prefix_list_id,
-                ref_group_id=spec.ref_group_id,
-                ref_user_id=spec.ref_user_id,
-                description=spec.description,
-            )
+        # the row exactly as stored (so no need to read it back)
+        row = RULE_ROWS.tuple_type(
+            id=new_id("sgr"),
+            group_id=group.id,
+            account_id=group.account_id,
+            region=group.region,
+            seq=seq,
+            egress=spec.egress,
+            protocol=spec.protocol,
+            from_port=spec.from_port,
+            to_port=spec.to_port,
+            cidr_ipv4=spec.cidr_ipv4,
+            cidr_ipv6=spec.cidr_ipv6,
+            prefix_list_id=spec.prefix_list_id,
+            ref_group_id=spec.ref_group_id,
+            ref_user_id=spec.ref_user_id,
+            description=spec.description,
         )
-    if not new_ids:
-        return []
-    rows = {r.id: r for r in ctx.conn.execute(select(schema.rules).where(R.id.in_(new_ids)))}
-    return [rows[i] for i in new_ids]
+        execute(ctx.conn, _INSERT_RULE, row)
+        rows.append(row)
+    return rows
 
 
 def log_rules(ctx: Ctx, group: Row) -> None:
@@ -688,6 +715,25 @@ def _fill_pair_names(ctx: Ctx, groups: list[Result]) -> None:
                     pair["group_name"] = names.get(pair["group_id"])
 
 
+@functools.lru_cache(maxsize=256)
+def _groups_query(ids: int | None, names: int | None, vpcs: int | None) -> Sql:
+    """The caller's groups, narrowed by exact group-id, group-name and vpc-id filter values.
+
+    Names alone are looked up through the caller's VPCs, on the (vpc_id, name) unique index:
+    a name lookup then costs the same however many groups the region has.
+    """
+    columns = ", ".join(f"g.{c.name}" for c in schema.security_groups.columns)
+    source = "security_groups g"
+    where = ["g.account_id = ?", "g.region = ?"]
+    if names is not None and ids is None:
+        source = "vpcs v CROSS JOIN security_groups g"
+        where = ["v.account_id = ?", "v.region = ?", "g.vpc_id = v.id", *where]
+    for count, column in ((ids, "g.id"), (names, "g.name"), (vpcs, "g.vpc_id")):
+        if count is not None:
+            where.append(f"{column} IN ({', '.join('?' * count)})")
+    return Sql(f"SELECT {columns} FROM {source} WHERE {' AND '.join(where)} ORDER BY g.id")
+
+
 @action("DescribeSecurityGroups", write=False)
 def describe_security_groups(ctx: Ctx, p: Params) -> Result:
     filters = parse_filters(p.get("filters"), GROUP_FILTERS)
@@ -703,14 +749,17 @@ def describe_security_groups(ctx: Ctx, p: Params) -> Result:
         rows = resources.get_many(ctx, group_ids, "sg")
         rows += [group_by_name(ctx, n) for n in dict.fromkeys(group_names)]
     else:
-        q = select(schema.security_groups).where(
-            G.account_id == ctx.account_id, G.region == ctx.region
-        )
-        for name, col in (("group-id", G.id), ("group-name", G.name), ("vpc-id", G.vpc_id)):
-            values = exact_filter_values(p.get("filters"), name)
-            if values is not None:
-                q = q.where(col.in_(values))
-        rows = list(ctx.conn.execute(q.order_by(G.id)))
+        pushed = [
+            exact_filter_values(p.get("filters"), name)
+            for name in ("group-id", "group-name", "vpc-id")
+        ]
+        sql = _groups_query(*(None if v is None else len(v) for v in pushed))
+        params: list[Any] = [ctx.account_id, ctx.region]
+        if pushed[1] is not None and pushed[0] is None:
+            params += params  # the VPCs' owner too (see _groups_query)
+        for values in pushed:
+            params += values or ()
+        rows = GROUP_ROWS.rows(ctx.conn, sql, params)
     groups = describe_groups(ctx, rows)
     if any(name.endswith("group-name") and "." in name for name, _ in filters):
         _fill_pair_names(ctx, groups)
@@ -734,7 +783,8 @@ def _authorize(ctx: Ctx, p: Params, egress: bool) -> Result:
     for row in rows:
         resources.tag_specifications(ctx, p, "security-group-rule", row.id)
     log_rules(ctx, group)
-    tags = resources.tags_for(ctx, [r.id for r in rows])
+    # brand-new rules have only the tags their request gave them
+    tags = resources.tags_for(ctx, [r.id for r in rows]) if p.get("tag_specifications") else {}
     return {
         "return": True,
         "security_group_rules": [
@@ -787,13 +837,15 @@ def _revoke(ctx: Ctx, p: Params, egress: bool) -> Result:
                 )
         doomed = [by_id[rid] for rid in dict.fromkeys(rule_ids)]
     else:
-        by_key = {RuleSpec.from_row(r).key: r for r in current}
+        by_key = {RuleSpec.row_key(r): r for r in current}
         specs = specs_from_permissions(ctx, group, permissions_from_params(p), egress)
         doomed = []
-        vpc_default = group.vpc_id == default_vpc_id(ctx)
+        vpc_default: bool | None = None
         for spec in specs:
             row = by_key.get(spec.key)
             if row is None:
+                if vpc_default is None:
+                    vpc_default = group.vpc_id == default_vpc_id(ctx)
                 if not vpc_default:
                     raise ApiError(
                         "InvalidPermission.NotFound",
@@ -805,7 +857,7 @@ def _revoke(ctx: Ctx, p: Params, egress: bool) -> Result:
     ids = [r.id for r in doomed]
     if ids:
         resources.drop_tags(ctx, ids)
-        ctx.conn.execute(delete(schema.rules).where(R.id.in_(ids)))
+        execute(ctx.conn, _DELETE_RULES.expand(len(ids)), ids)
         log_rules(ctx, group)
     out: Result = {"return": True, "revoked_security_group_rules": [_revoked(r) for r in doomed]}
     if unknown:
@@ -829,18 +881,26 @@ RULE_FILTERS: FilterSpec = {
 }
 
 
+@functools.lru_cache(maxsize=256)
+def _rules_query(group_ids: int | None) -> Sql:
+    """The caller's rules, of ``group_ids`` exact group-id filter values if given."""
+    where = "account_id = ? AND region = ?"
+    if group_ids is not None:
+        where += f" AND group_id IN ({', '.join('?' * group_ids)})"
+    return Sql(f"SELECT {RULE_ROWS.columns} FROM sg_rules WHERE {where} ORDER BY id")
+
+
 @action("DescribeSecurityGroupRules", write=False)
 def describe_security_group_rules(ctx: Ctx, p: Params) -> Result:
     filters = parse_filters(p.get("filters"), RULE_FILTERS)
     max_results = check_max_results(p.get("max_results"))
-    q = select(schema.rules).where(R.account_id == ctx.account_id, R.region == ctx.region)
     if p.get("security_group_rule_ids"):
         rows = resources.get_many(ctx, p["security_group_rule_ids"], "sgr")
     else:
         gids = exact_filter_values(p.get("filters"), "group-id")
-        if gids is not None:
-            q = q.where(R.group_id.in_(gids))
-        rows = list(ctx.conn.execute(q.order_by(R.id)))
+        params = [ctx.account_id, ctx.region, *(gids or ())]
+        sql = _rules_query(None if gids is None else len(gids))
+        rows = RULE_ROWS.rows(ctx.conn, sql, params)
     tags = resources.tags_for(ctx, [r.id for r in rows])
     items = [rule_result(ctx, r, r.account_id, tags.get(r.id)) for r in rows]
     if filters:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from sqlalchemy import Row, Table, delete, insert, select
 from stockade.errors import ApiError
 from stockade.service.common import Ctx, Params, check_id, check_text
 from stockade.store import schema
+from stockade.store.db import RowType, Sql, execute, row_type
 
 
 @dataclass(frozen=True)
@@ -125,19 +127,27 @@ def kind_of(resource_id: Any) -> Kind:
     return kind
 
 
+@functools.cache
+def _lookup(table: Table) -> tuple[RowType, Sql, Sql]:
+    """Row type, one-id and many-id lookups of a resource table (fixed SQL, built once)."""
+    rows = row_type(table)
+    head = f"SELECT {rows.columns} FROM {table.name} WHERE "
+    return (
+        rows,
+        Sql(head + "id = ? AND account_id = ? AND region = ?"),
+        Sql(head + "id IN ({in}) AND account_id = ? AND region = ?"),
+    )
+
+
 def get(ctx: Ctx, resource_id: Any, prefix: str) -> Row:
     """The caller's resource ``resource_id`` of kind ``prefix`` in this region, or EC2's error."""
     kind = KINDS[prefix]
     check_id(resource_id, prefix, kind.malformed)
-    t = kind.table
-    row = ctx.conn.execute(
-        select(t).where(
-            t.c.id == resource_id, t.c.account_id == ctx.account_id, t.c.region == ctx.region
-        )
-    ).first()
-    if row is None:
+    rows, one, _ = _lookup(kind.table)
+    found = rows.rows(ctx.conn, one, (resource_id, ctx.account_id, ctx.region))
+    if not found:
         raise ApiError(kind.not_found, kind.not_found_message.format(id=resource_id))
-    return row
+    return found[0]
 
 
 def get_many(ctx: Ctx, ids: Iterable[Any], prefix: str) -> list[Row]:
@@ -148,15 +158,14 @@ def get_many(ctx: Ctx, ids: Iterable[Any], prefix: str) -> list[Row]:
         check_id(rid, prefix, kind.malformed)
     if not wanted:
         return []
-    t = kind.table
-    rows = {
-        r.id: r
-        for r in ctx.conn.execute(
-            select(t).where(
-                t.c.id.in_(wanted), t.c.account_id == ctx.account_id, t.c.region == ctx.region
-            )
+    rows_of, one, many = _lookup(kind.table)
+    if len(wanted) == 1:
+        found = rows_of.rows(ctx.conn, one, (wanted[0], ctx.account_id, ctx.region))
+    else:
+        found = rows_of.rows(
+            ctx.conn, many.expand(len(wanted)), (*wanted, ctx.account_id, ctx.region)
         )
-    }
+    rows = {r.id: r for r in found}
     missing = [rid for rid in wanted if rid not in rows]
     if missing:
         ids_text = ", ".join(f"'{m}'" for m in missing)
@@ -169,19 +178,21 @@ def get_many(ctx: Ctx, ids: Iterable[Any], prefix: str) -> list[Row]:
 
 # --- tags --------------------------------------------------------------------------------
 
+_TAGS = Sql(
+    "SELECT resource_id, key, value FROM tags WHERE resource_id IN ({in}) ORDER BY resource_id, key"
+)
+_DROP_TAGS = Sql("DELETE FROM tags WHERE resource_id IN ({in})")
+
 
 def tags_for(ctx: Ctx, ids: Iterable[str]) -> dict[str, list[dict[str, str]]]:
     ids = list(ids)
     out: dict[str, list[dict[str, str]]] = defaultdict(list)
-    t = schema.tags.c
     for chunk_start in range(0, len(ids), 500):
         chunk = ids[chunk_start : chunk_start + 500]
-        for row in ctx.conn.execute(
-            select(t.resource_id, t.key, t.value)
-            .where(t.resource_id.in_(chunk))
-            .order_by(t.resource_id, t.key)
-        ):
-            out[row.resource_id].append({"key": row.key, "value": row.value})
+        for resource_id, key, value in execute(
+            ctx.conn, _TAGS.expand(len(chunk)), chunk
+        ).fetchall():
+            out[resource_id].append({"key": key, "value": value})
     return out
 
 
@@ -241,7 +252,7 @@ def tag_specifications(ctx: Ctx, params: Params, resource_type: str, resource_id
 def drop_tags(ctx: Ctx, resource_ids: Iterable[str]) -> None:
     ids = list(resource_ids)
     if ids:
-        ctx.conn.execute(delete(schema.tags).where(schema.tags.c.resource_id.in_(ids)))
+        execute(ctx.conn, _DROP_TAGS.expand(len(ids)), ids)
 
 
 def description(value: Any, param: str = "Description") -> str | None:

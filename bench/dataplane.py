@@ -1,4 +1,5 @@
-"""Measure the data plane on this machine: ``python -m stockade.dataplane.bench [N]``.
+"""Data-plane micro benchmark: ``python bench/dataplane.py [N]`` (moved here from
+``stockade.dataplane.bench``; ``bench/reconcile.py`` is the one ``make bench`` runs).
 
 Needs root. Works in a throwaway network namespace (removed afterwards) with N interfaces
 (default 1,000) on one host; the interfaces need not exist for nftables to match their
@@ -69,7 +70,7 @@ def timed(fn: Callable[[], object], repeat: int = 5) -> tuple[float, float]:
 
 def main(argv: list[str]) -> None:
     n = int(argv[0]) if argv else 1000
-    ns = f"sk-bench-{uuid.uuid4().hex[:6]}"
+    ns = f"skb-{uuid.uuid4().hex[:6]}-dataplane"
     subprocess.run(["ip", "netns", "add", ns], check=True)
     rows: list[tuple[str, float, float, str]] = []
     try:
