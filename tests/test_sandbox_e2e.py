@@ -288,7 +288,8 @@ def test_bastion_layout_and_a_compromised_gateway(sandbox):
     )
     assert s.outside(ALBERT, *connect_cmd(app["PublicIpAddress"], 22)).stdout.strip() == "timeout"
     until(lambda: reach(gw, app, 22), "open", "gw -> app:22")
-    assert reach(elb, app, 80) == "open" and reach(elb, app, 443) == "open"
+    until(lambda: reach(elb, app, 80), "open", "elb -> app:80")
+    until(lambda: reach(elb, app, 443), "open", "elb -> app:443")
     until(lambda: reach(app, db, 3306), "open", "app -> db:3306")
     # what a compromised gateway can and cannot reach
     assert reach(gw, db, 3306) == "timeout"

@@ -247,8 +247,8 @@ def group_by_name(ctx: Ctx, name: str, vpc_id: str | None = None, owner: str | N
 
 
 def default_vpc_id_or_none(ctx: Ctx) -> str | None:
-    found = execute(ctx.conn, _DEFAULT_VPC, (ctx.account_id, ctx.region)).fetchone()
-    return None if found is None else found[0]
+    found = execute(ctx.conn, _DEFAULT_VPC, (ctx.account_id, ctx.region)).fetchall()
+    return found[0][0] if found else None
 
 
 def target_group(ctx: Ctx, params: Params) -> Row:
