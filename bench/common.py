@@ -352,3 +352,41 @@ def timer() -> Iterator[Callable[[], float]]:
     """``with timer() as elapsed: ...; elapsed()`` gives seconds since the start."""
     start = time.perf_counter()
     yield lambda: time.perf_counter() - start
+
+
+def tier_groups(count: int, cidr: Callable[[int, int], str]) -> list[dict[str, Any]]:
+    """``count`` groups of 10 ingress rules each (6 CIDR sources ``cidr(group, k)`` on ports
+    1000-1005, 4 references to the next groups on ports 2000-2003) and an allow-all egress,
+    as a snapshot's ``groups`` list (ids ``sg-<17 hex>``)."""
+    gid = [f"sg-{g:017x}" for g in range(count)]
+
+    def rule(g: int, k: int, **kw: Any) -> dict[str, Any]:
+        base = {
+            "id": f"sgr-{g:08x}{k:09x}",
+            "egress": False,
+            "protocol": "6",
+            "cidr": None,
+            "ref_group_id": None,
+        }
+        return {**base, **kw}
+
+    groups = []
+    for g in range(count):
+        rules = [
+            rule(g, k, from_port=1000 + k, to_port=1000 + k, cidr=cidr(g, k)) for k in range(6)
+        ]
+        rules += [
+            rule(
+                g,
+                k + 6,
+                from_port=2000 + k,
+                to_port=2000 + k,
+                ref_group_id=gid[(g + k + 1) % count],
+            )
+            for k in range(4)
+        ]
+        rules.append(
+            rule(g, 99, egress=True, protocol="-1", from_port=None, to_port=None, cidr="0.0.0.0/0")
+        )
+        groups.append({"id": gid[g], "name": f"tier-{g}", "rules": rules})
+    return groups

@@ -18,7 +18,7 @@ import statistics
 import time
 from typing import Any
 
-from common import Section, Summary, console, fmt, percentile, table
+from common import Section, Summary, console, fmt, percentile, table, tier_groups
 from rich.progress import Progress
 
 INTERFACES = 1000
@@ -28,44 +28,9 @@ GROUPS = 100
 def snapshot() -> dict[str, Any]:
     """A region snapshot as ``/_stockade/v1/state`` answers it."""
     gid = [f"sg-{g:017x}" for g in range(GROUPS)]
-    groups = []
-    for g in range(GROUPS):
-        rules: list[dict[str, Any]] = [
-            {
-                "id": f"sgr-{g:08x}{k:09x}",
-                "egress": False,
-                "protocol": "6",
-                "from_port": 1000 + k,
-                "to_port": 1000 + k,
-                "cidr": f"198.51.{k}.{g % 250}/32" if k % 2 else f"203.0.{k}.0/24",
-                "ref_group_id": None,
-            }
-            for k in range(6)
-        ]
-        rules += [
-            {
-                "id": f"sgr-{g:08x}{k + 6:09x}",
-                "egress": False,
-                "protocol": "6",
-                "from_port": 2000 + k,
-                "to_port": 2000 + k,
-                "cidr": None,
-                "ref_group_id": gid[(g + k + 1) % GROUPS],
-            }
-            for k in range(4)
-        ]
-        rules.append(
-            {
-                "id": f"sgr-{g:08x}{99:09x}",
-                "egress": True,
-                "protocol": "-1",
-                "from_port": None,
-                "to_port": None,
-                "cidr": "0.0.0.0/0",
-                "ref_group_id": None,
-            }
-        )
-        groups.append({"id": gid[g], "name": f"tier-{g}", "rules": rules})
+    groups = tier_groups(
+        GROUPS, lambda g, k: f"198.51.{k}.{g % 250}/32" if k % 2 else f"203.0.{k}.0/24"
+    )
     interfaces = [
         {
             "id": f"eni-{i:017x}",

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from common import Namespaces, Section, Summary, console, fmt, ratio, table
+from common import Namespaces, Section, Summary, console, fmt, ratio, table, tier_groups
 from rich.progress import Progress
 
 HOST = "bench-host"
@@ -34,44 +34,7 @@ def snapshot(n: int) -> dict[str, Any]:
     """What ``/_stockade/v1/hosts/{host}/state`` would answer for N local instances."""
     tiers = max(2, n // 10)
     gid = [f"sg-{g:017x}" for g in range(tiers)]
-    groups = []
-    for g in range(tiers):
-        rules = [
-            {
-                "id": f"sgr-{g:08x}{k:09x}",
-                "egress": False,
-                "protocol": "6",
-                "from_port": 1000 + k,
-                "to_port": 1000 + k,
-                "cidr": f"172.{16 + k}.{g % 250}.0/24",
-                "ref_group_id": None,
-            }
-            for k in range(6)
-        ]
-        rules += [
-            {
-                "id": f"sgr-{g:08x}{k + 6:09x}",
-                "egress": False,
-                "protocol": "6",
-                "from_port": 2000 + k,
-                "to_port": 2000 + k,
-                "cidr": None,
-                "ref_group_id": gid[(g + k + 1) % tiers],
-            }
-            for k in range(4)
-        ]
-        rules.append(
-            {
-                "id": f"sgr-{g:08x}{99:09x}",
-                "egress": True,
-                "protocol": "-1",
-                "from_port": None,
-                "to_port": None,
-                "cidr": "0.0.0.0/0",
-                "ref_group_id": None,
-            }
-        )
-        groups.append({"id": gid[g], "name": f"tier-{g}", "rules": rules})
+    groups = tier_groups(tiers, lambda g, k: f"172.{16 + k}.{g % 250}.0/24")
     interfaces = [
         {
             "id": f"eni-{i:017x}",
