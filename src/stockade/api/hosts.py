@@ -14,6 +14,8 @@ Mount :data:`ROUTES` before the EC2 catch-all route of ``app.py``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import json
 import time
@@ -111,16 +113,60 @@ async def report(request: Request) -> Response:
 
 
 async def host_state(request: Request) -> Response:
-    """The snapshot one host's data plane enforces (see service/topology.py)."""
+    """The snapshot one host's data plane enforces (see service/topology.py).
+
+    ``?since=R``: only what changed after revision R (``"full": false``), or the whole
+    snapshot (``"full": true``) when the change log cannot say; with ``&wait=S`` the call
+    first long-polls (up to S seconds, 30 at most) until something after R is committed, so
+    an agent learns of a change and of what it is in one round trip. ``?groups=a,b``: those
+    groups and their members on any host.
+    """
     if not _authorised(request):
         return JSONResponse({"error": "a valid agent token is required"}, 401)
     api = request.app.state.api
+    host = request.path_params["host"]
+    since_text = request.query_params.get("since")
+    group_ids = [g for g in request.query_params.get("groups", "").split(",") if g]
+    since: int | None = None
+    try:
+        if since_text is not None:
+            since = int(since_text)
+        wait = min(max(float(request.query_params.get("wait", "0")), 0.0), 30.0)
+    except ValueError:
+        return JSONResponse({"error": "since and wait must be numbers"}, 400)
+    if since is not None and wait > 0:
+        await _wait_for(api, since, wait)
 
     def read() -> dict[str, Any]:
         with api.store.read() as conn:
-            return topology.snapshot(conn, request.path_params["host"])
+            if group_ids:
+                return topology.members(conn, group_ids)
+            if since is not None:
+                found = topology.delta(conn, since)
+                if found is not None:
+                    return found
+            return topology.snapshot(conn, host)
 
+    if api.store.is_sqlite and (since is not None or group_ids):
+        return JSONResponse(read())  # small reads: inline, as the EC2 reads are
     return JSONResponse(await run_in_threadpool(read))
+
+
+async def _wait_for(api: Any, since: int, wait: float) -> None:
+    """Return once a revision after ``since`` is committed, or after ``wait`` seconds."""
+    deadline = time.monotonic() + wait
+    while True:
+        event = api.changed_event()
+        if api.store.is_sqlite:
+            newest = api.store.revision()
+        else:
+            newest = await run_in_threadpool(api.store.revision)
+        remaining = deadline - time.monotonic()
+        if newest > since or remaining <= 0:
+            return
+        with contextlib.suppress(TimeoutError):
+            # woken by a commit in this process; other writers are seen at the next poll
+            await asyncio.wait_for(event.wait(), min(remaining, api.poll_interval))
 
 
 async def region_state(request: Request) -> Response:

@@ -4,17 +4,27 @@
 host: its own interfaces (of instances placed on it, pending or running), their groups
 with their rules, and every interface anywhere that is a member of a group those rules
 name. ``snapshot(conn)`` gives everything (for explain and reachability).
+
+``delta(conn, since)`` gives what changed after a revision, read off the change log: the
+current record of every group and every interface (on any host) a change touched since,
+and which of them are gone. An agent keeps its view up to date with it instead of reading
+its whole host again; ``members(conn, group_ids)`` fills in groups its view lacks.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, or_, select
 
 from stockade.store import schema
 
 LIVE = ("pending", "running")
+DELTA_LIMIT = 2000  # more changes than this since the agent's revision: send everything
+# change kinds that cannot change any host's table (public addresses, tags, keys, networks;
+# a deleted VPC logs its default group's deletion on its own)
+IRRELEVANT = ("address.", "tags.", "key_pair.", "vpc.", "subnet.")
 
 
 def ifname_for(interface_id: str) -> str:
@@ -27,10 +37,19 @@ def revision(conn: Connection) -> int:
     return conn.execute(select(c.value).where(c.name == "revision")).scalar_one()
 
 
-def _interfaces(conn: Connection) -> list[dict[str, Any]]:
+def _interfaces(
+    conn: Connection,
+    ids: Collection[str] = (),
+    instance_ids: Collection[str] = (),
+    group_ids: Collection[str] = (),
+    *,
+    everything: bool = True,
+) -> list[dict[str, Any]]:
+    """Live interfaces (of placed, pending or running instances): all of them, or those
+    with one of ``ids``, of one of ``instance_ids`` or in one of ``group_ids``."""
     ni, inst, ig = schema.network_interfaces.c, schema.instances.c, schema.interface_groups.c
     addr = schema.addresses.c
-    rows = conn.execute(
+    q = (
         select(
             ni.id,
             ni.instance_id,
@@ -44,12 +63,25 @@ def _interfaces(conn: Connection) -> list[dict[str, Any]]:
         )
         .join(schema.instances, inst.id == ni.instance_id)
         .where(inst.host.is_not(None), inst.state.in_(LIVE))
-    ).all()
-    ids = [r.id for r in rows]
-    groups: dict[str, list[str]] = {i: [] for i in ids}
+    )
+    if not everything:
+        wanted = []
+        if ids:
+            wanted.append(ni.id.in_(sorted(ids)))
+        if instance_ids:
+            wanted.append(ni.instance_id.in_(sorted(instance_ids)))
+        if group_ids:
+            members = select(ig.interface_id).where(ig.group_id.in_(sorted(group_ids)))
+            wanted.append(ni.id.in_(members))
+        if not wanted:
+            return []
+        q = q.where(or_(*wanted))
+    rows = conn.execute(q).all()
+    found = [r.id for r in rows]
+    groups: dict[str, list[str]] = {i: [] for i in found}
     elastic: dict[str, str] = {}
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
+    for start in range(0, len(found), 500):
+        chunk = found[start : start + 500]
         for iface, gid in conn.execute(
             select(ig.interface_id, ig.group_id)
             .where(ig.interface_id.in_(chunk))
@@ -120,4 +152,67 @@ def snapshot(conn: Connection, host: str | None = None) -> dict[str, Any]:
         groups += _groups(conn, referenced - own)
     needed = own | referenced
     members = [i for i in interfaces if i["host"] == host or needed.intersection(i["group_ids"])]
-    return {"revision": rev, "groups": groups, "interfaces": members}
+    return {"revision": rev, "full": True, "groups": groups, "interfaces": members}
+
+
+def delta(conn: Connection, since: int) -> dict[str, Any] | None:
+    """What changed for data planes after revision ``since`` (see the module's text);
+    None when only a full snapshot will do (too many changes, a gap in the log, or a kind
+    of change this function does not know)."""
+    rev = revision(conn)
+    if since > rev or since < 0:
+        return None
+    c = schema.changes.c
+    rows = conn.execute(
+        select(c.revision, c.kind, c.resource_id, c.data)
+        .where(c.revision > since)
+        .order_by(c.revision)
+        .limit(DELTA_LIMIT + 1)
+    ).all()
+    if len(rows) > DELTA_LIMIT or (rows and rows[0].revision != since + 1):
+        return None
+    groups: set[str] = set()
+    ifaces: set[str] = set()
+    instances: set[str] = set()
+    for row in rows:
+        kind, rid, data = row.kind, row.resource_id, row.data or {}
+        if kind.startswith("group."):
+            groups.add(rid)
+        elif kind.startswith("interface."):
+            ifaces.add(rid)
+        elif kind.startswith("instance."):
+            instances.add(rid)
+            ifaces.update(data.get("interface_ids") or ())
+            if data.get("interface_id"):
+                ifaces.add(data["interface_id"])
+        elif not kind.startswith(IRRELEVANT):
+            return None
+    found = _groups(conn, groups) if groups else []
+    live = _interfaces(conn, ifaces, instances, everything=False)
+    if instances:  # an instance's interfaces that are no longer live are gone
+        ni = schema.network_interfaces.c
+        ifaces.update(
+            conn.execute(select(ni.id).where(ni.instance_id.in_(sorted(instances)))).scalars()
+        )
+    return {
+        "revision": rev,
+        "full": False,
+        "groups": found,
+        "deleted_groups": sorted(groups - {g["id"] for g in found}),
+        "interfaces": live,
+        "gone_interfaces": sorted(ifaces - {i["id"] for i in live}),
+    }
+
+
+def members(conn: Connection, group_ids: Collection[str]) -> dict[str, Any]:
+    """Groups (with their rules) and every live member of them, on any host."""
+    rev = revision(conn)
+    found = _groups(conn, set(group_ids))
+    return {
+        "revision": rev,
+        "full": False,
+        "groups": found,
+        "deleted_groups": sorted(set(group_ids) - {g["id"] for g in found}),
+        "interfaces": _interfaces(conn, group_ids=group_ids, everything=False),
+        "gone_interfaces": [],
+    }
