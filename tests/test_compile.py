@@ -17,9 +17,9 @@ from stockade.dataplane.compile import (
     OWN_V4,
     OWN_V6,
     TO_INST,
+    combo_chain,
     compile_host,
     group_chain,
-    iface_chain,
     member_set,
     plan,
     rule_lines,
@@ -84,9 +84,13 @@ def test_names() -> None:
     assert group_chain("sg-0abc", False) == "sg_0abc_in"
     assert group_chain("sg-0abc", True) == "sg_0abc_out"
     assert member_set("sg-0abc", 6) == "m_0abc_v6"
-    assert iface_chain("sk-1a2b3c-i0", True) == "i_sk-1a2b3c-i0_out"
-    weird = iface_chain("eth0.100@x", False)  # unsafe characters: a stable hashed name
-    assert weird.startswith("i_x") and weird == iface_chain("eth0.100@x", False)
+    # a combo of one group is named after it; of several, after a hash of the list (order
+    # matters: it is the order of the jumps)
+    assert combo_chain(("sg-0abc",), True) == "c_0abc_out"
+    both = combo_chain(("sg-0abc", "sg-0def"), False)
+    assert both.startswith("c_x") and both.endswith("_in")
+    assert both == combo_chain(("sg-0abc", "sg-0def"), False)
+    assert both != combo_chain(("sg-0def", "sg-0abc"), False)
     assert group_chain("custom id", True) != group_chain("custom-id", True)
 
 
@@ -95,7 +99,9 @@ def test_layout_of_one_host() -> None:
     assert set(rs.group_chains) == {
         f"sg_{g}_{d}" for g in ("0eb", "0d", "0a9") for d in ("in", "out")
     }  # sg-0db has no member on h1: no chains, but a member set (sg-0a9 refers to it)
-    assert set(rs.iface_chains) == {f"i_veth{n}_{d}" for n in (1, 2, 3) for d in ("in", "out")}
+    # interfaces with the same groups share one chain per direction (a "combo")
+    web_d = combo_chain(("sg-0eb", "sg-0d"), False).removesuffix("_in")
+    assert set(rs.combo_chains) == {f"{c}_{d}" for c in (web_d, "c_0a9") for d in ("in", "out")}
     assert set(rs.sets) == {
         "m_0eb_v4",
         "m_0eb_v6",
@@ -114,19 +120,23 @@ def test_layout_of_one_host() -> None:
     assert set(rs.sets["m_0db_v6"].elements) == {"fd00::f"}
     assert rs.sets["m_0eb_v4"].type == "ipv4_addr"
     assert "interval" not in rs.render()
-    # per-interface chains jump to each group's chain, then drop
-    assert rs.iface_chains["i_veth1_in"].rules == (
+    # combo chains jump to each group's chain, then drop
+    assert rs.combo_chains[f"{web_d}_in"].rules == (
         "jump sg_0eb_in",
         "jump sg_0d_in",
         "counter drop",
     )
-    assert rs.iface_chains["i_veth2_out"].rules == ("jump sg_0a9_out", "counter drop")
+    assert rs.combo_chains["c_0a9_out"].rules == ("jump sg_0a9_out", "counter drop")
     # dispatch maps and anti-spoofing pairs, for this host's interfaces only
     assert dict(rs.sets[FROM_INST].elements) == {
-        f'"veth{n}"': f"jump i_veth{n}_out" for n in (1, 2, 3)
+        '"veth1"': f"jump {web_d}_out",
+        '"veth2"': "jump c_0a9_out",
+        '"veth3"': "jump c_0a9_out",
     }
     assert dict(rs.sets[TO_INST].elements) == {
-        f'"veth{n}"': f"jump i_veth{n}_in" for n in (1, 2, 3)
+        '"veth1"': f"jump {web_d}_in",
+        '"veth2"': "jump c_0a9_in",
+        '"veth3"': "jump c_0a9_in",
     }
     assert set(rs.sets[OWN_V4].elements) == {f'"veth{n}" . 172.31.0.{10 + n}' for n in (1, 2, 3)}
     assert set(rs.sets[INST_IFS].elements) == {'"veth1"', '"veth2"', '"veth3"'}
@@ -136,38 +146,48 @@ def test_layout_of_one_host() -> None:
         "ip saddr @m_0eb_v4 tcp dport 8080 counter accept",
         "ip6 saddr @m_0eb_v6 tcp dport 8080 counter accept",
     )
+    # an egress allow goes on to the destination's ingress (checked in the same pass)
     assert rs.group_chains["sg_0a9_out"].rules == (
-        "ip daddr @m_0db_v4 tcp dport 3306 counter accept",
-        "ip6 daddr @m_0db_v6 tcp dport 3306 counter accept",
+        "ip daddr @m_0db_v4 tcp dport 3306 counter goto ingress",
+        "ip6 daddr @m_0db_v6 tcp dport 3306 counter goto ingress",
     )
 
 
 def test_rendered_base_chains() -> None:
     text = compile_host(layout(), "h1").render()
-    egress = text[text.index("chain egress {") :]
-    lines = [line.strip() for line in egress.splitlines()]
+    forward = text[text.index("chain forward {") :]
+    lines = [line.strip() for line in forward.splitlines()]
     assert lines[1] == "type filter hook forward priority filter; policy accept;"
     assert lines[2].startswith("meta nfproto ipv4 iifname @inst_ifs iifname . ip saddr != @own_v4")
     assert lines[3].startswith("meta nfproto ipv6 iifname @inst_ifs iifname . ip6 saddr")
-    assert lines[4:7] == [
+    assert lines[4:9] == [
         "ct state established,related accept",
         "ct state invalid counter drop",
         "iifname vmap @from_inst",
+        "oifname vmap @to_inst",
+        "}",
     ]
-    ingress = text[text.index("chain ingress {") :]
-    assert "priority filter + 10; policy accept;" in ingress
-    assert ingress.index("established,related accept") < ingress.index("oifname vmap @to_inst")
+    # the only base chain; "ingress" is where an egress allow continues
+    assert text.count("hook forward") == 1
+    ingress = text[text.rindex("chain ingress {") :]
+    assert [line.strip() for line in ingress.splitlines()][1:3] == [
+        "oifname vmap @to_inst",
+        "accept",
+    ]
     assert "reject" not in text
-    # dependency order: sets, group chains, interface chains, maps, base chains
+    # dependency order: sets, group chains, combo chains, maps, then the chains naming maps
     order = [
-        text.index(s) for s in ("set m_", "chain sg_", "chain i_", "map from_inst", "chain egress")
+        text.index(s)
+        for s in ("set m_", "chain ingress {", "chain sg_", "chain c_", "map from_inst")
     ]
     assert order == sorted(order)
+    assert text.rindex("chain ingress {") > text.index("map to_inst")
+    assert text.index("chain forward {") > text.index("map to_inst")
 
 
 def test_an_empty_host_still_filters_nothing_but_is_valid() -> None:
     rs = compile_host(layout(), "nowhere")
-    assert not rs.group_chains and not rs.iface_chains
+    assert not rs.group_chains and not rs.combo_chains
     assert not rs.sets[FROM_INST].elements
 
 
@@ -218,7 +238,8 @@ def test_an_empty_host_still_filters_nothing_but_is_valid() -> None:
     ],
 )
 def test_rule_lines(rule: Rule, expected: list[str]) -> None:
-    assert rule_lines(rule) == [f"{e} counter accept" for e in expected]
+    verdict = "goto ingress" if rule.egress else "accept"  # egress: the other end decides next
+    assert rule_lines(rule) == [f"{e} counter {verdict}" for e in expected]
 
 
 def test_rule_id_becomes_a_comment() -> None:
@@ -271,17 +292,17 @@ def test_an_interface_arriving_and_leaving() -> None:
         "add set inet stockade m_0a9_v6 { type ipv6_addr; }",
         "add chain inet stockade sg_0db_in",
         "add chain inet stockade sg_0db_out",
-        "add chain inet stockade i_veth7_in",
-        "add chain inet stockade i_veth7_out",
+        "add chain inet stockade c_0db_in",
+        "add chain inet stockade c_0db_out",
     ]
     assert 'add element inet stockade own_v4 { "veth7" . 172.31.0.17 }' in cmds
     assert 'add element inet stockade inst_ifs { "veth7" }' in cmds
     assert "add element inet stockade m_0db_v4 { 172.31.0.17 }" in cmds
-    assert "add rule inet stockade i_veth7_in jump sg_0db_in" in cmds
-    assert 'add element inet stockade from_inst { "veth7" : jump i_veth7_out }' in cmds
+    assert "add rule inet stockade c_0db_in jump sg_0db_in" in cmds
+    assert 'add element inet stockade from_inst { "veth7" : jump c_0db_out }' in cmds
     # maps point at chains only once those are filled
-    assert cmds.index("add rule inet stockade i_veth7_out counter drop") < cmds.index(
-        'add element inet stockade from_inst { "veth7" : jump i_veth7_out }'
+    assert cmds.index("add rule inet stockade c_0db_out counter drop") < cmds.index(
+        'add element inet stockade from_inst { "veth7" : jump c_0db_out }'
     )
     back = plan(new, old)
     assert back[-6:] == [
@@ -293,7 +314,7 @@ def test_an_interface_arriving_and_leaving() -> None:
         "delete set inet stockade m_0a9_v6",
     ]
     assert back.index('delete element inet stockade to_inst { "veth7" }') < back.index(
-        "delete chain inet stockade i_veth7_in"
+        "delete chain inet stockade c_0db_in"
     )
 
 
@@ -377,9 +398,9 @@ def test_what_the_kernel_holds_matches_what_we_compiled() -> None:
     maps = {i["map"]["name"]: i["map"] for i in items if "map" in i}
     tables = [i["table"] for i in items if "table" in i]
     assert [(t["family"], t["name"]) for t in tables] == [("inet", "stockade")]
-    assert set(chains) == {*rs.chains, "egress", "ingress"}
-    assert (chains["egress"]["hook"], chains["egress"]["prio"]) == ("forward", 0)
-    assert (chains["ingress"]["hook"], chains["ingress"]["prio"]) == ("forward", 10)
+    assert set(chains) == {*rs.chains, "forward", "ingress"}
+    assert (chains["forward"]["hook"], chains["forward"]["prio"]) == ("forward", 0)
+    assert "hook" not in chains["ingress"]
     assert set(sets) | set(maps) == set(rs.sets)
     for name, spec in rs.sets.items():
         got = sets.get(name) or maps[name]

@@ -1,25 +1,36 @@
 """Compile a State into one host's nftables table, ``table inet stockade``; diff two of them.
 
-Pure functions, no I/O. The layout (see DESIGN.md, "Data plane"):
+Pure functions, no I/O. The layout (see DESIGN.md, "Data plane"; docs/architecture.md says
+where and why it departs from it):
 
 - ``m_<group>_v4`` / ``_v6``: plain hash sets of the private addresses of the members of
   each group that a rule on this host references (members on any host);
 - ``sg_<group>_in`` / ``_out``: one chain per group and direction, one rule per allow (a
-  group peer gives one rule per IP version), each with a counter, verdict ``accept``;
-- ``i_<ifname>_in`` / ``_out``: per interface, ``jump`` to each of its groups' chains, then
-  ``counter drop`` (an accept ends evaluation, so the result is the union of the groups);
-- ``from_inst`` / ``to_inst``: verdict maps ifname -> that interface's chain;
+  group peer gives one rule per IP version), each with a counter; an ingress allow
+  ``accept``s, an egress allow ``goto ingress`` (the destination's side is checked next);
+- ``c_<combo>_in`` / ``_out``: one chain per distinct list of groups that interfaces on this
+  host have ("combo"; instances launched alike share it): ``jump`` to each group's chain,
+  then ``counter drop`` (an allow ends evaluation, so the result is the union of the
+  groups);
+- ``from_inst`` / ``to_inst``: verdict maps ifname -> the chain of that interface's combo;
 - ``inst_ifs``, ``own_v4``, ``own_v6``: the instance interfaces and their own addresses
   (``ifname . addr``), for anti-spoofing;
-- base chain ``egress`` (forward hook, priority filter): drop a packet from an instance
-  interface whose source address is not that interface's own; accept established/related;
-  drop invalid; ``iifname vmap @from_inst``. Base chain ``ingress`` (forward, filter + 10):
-  accept established/related; drop invalid; ``oifname vmap @to_inst``. A packet between
-  two instances passes both, so both ends are checked. Every denial is a silent drop.
+- one base chain ``forward`` (forward hook, priority filter): drop a packet from an
+  instance interface whose source address is not that interface's own; accept
+  established/related; drop invalid; ``iifname vmap @from_inst`` (the sender's egress);
+  ``oifname vmap @to_inst`` (the receiver's ingress, for packets from elsewhere). The
+  regular chain ``ingress`` (``oifname vmap @to_inst``, then ``accept``) is where an egress
+  allow continues, so a packet between two instances is checked at both ends in one pass of
+  one hook. Every denial is a silent drop.
 
 Anti-spoofing comes before ``ct state established,related accept`` on purpose: otherwise
 an instance could inject packets that forge the reply direction of someone else's tracked
 connection.
+
+``compile_host`` rebuilds the whole table on every call, but from cached pieces (a group's
+chains, a combo's chains and element texts are computed once per distinct value), and
+``plan`` skips pieces that are the same object as before, so a change costs little more
+than the pieces it touches.
 """
 
 from __future__ import annotations
@@ -30,14 +41,15 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
 
-from stockade.model import ICMP, ICMPV6, TCP, UDP, Group, IPAddress, Rule, State
+from stockade.model import ICMP, ICMPV6, TCP, UDP, Group, Interface, IPAddress, Rule, State
 
 TABLE = "stockade"
 FAMILY = "inet"
 QUALIFIED = f"{FAMILY} {TABLE}"
 
-EGRESS_CHAIN = "egress"
+FORWARD_CHAIN = "forward"
 INGRESS_CHAIN = "ingress"
 FROM_INST = "from_inst"
 TO_INST = "to_inst"
@@ -50,22 +62,19 @@ _GROUP = re.compile(r"sg-([A-Za-z0-9]{1,60})")
 
 BASE_CHAINS: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {
-        EGRESS_CHAIN: (
+        FORWARD_CHAIN: (
             "type filter hook forward priority filter; policy accept;",
             f"meta nfproto ipv4 iifname @{INST_IFS} iifname . ip saddr != @{OWN_V4} counter drop",
             f"meta nfproto ipv6 iifname @{INST_IFS} iifname . ip6 saddr != @{OWN_V6} counter drop",
             "ct state established,related accept",
             "ct state invalid counter drop",
             f"iifname vmap @{FROM_INST}",
-        ),
-        INGRESS_CHAIN: (
-            "type filter hook forward priority filter + 10; policy accept;",
-            "ct state established,related accept",
-            "ct state invalid counter drop",
             f"oifname vmap @{TO_INST}",
         ),
     }
 )
+# where an egress allow goes on: the destination's ingress, or out if it is no instance here
+INGRESS_RULES: tuple[str, ...] = (f"oifname vmap @{TO_INST}", "accept")
 
 
 def _ident(text: str) -> str:
@@ -84,12 +93,20 @@ def group_chain(group_id: str, egress: bool) -> str:
     return f"sg_{group_ident(group_id)}_{'out' if egress else 'in'}"
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def member_set(group_id: str, version: int) -> str:
     return f"m_{group_ident(group_id)}_v{version}"
 
 
-def iface_chain(ifname: str, egress: bool) -> str:
-    return f"i_{_ident(ifname)}_{'out' if egress else 'in'}"
+def combo_ident(group_ids: tuple[str, ...]) -> str:
+    """A combo's name part: its group's for one group, else a hash of the list."""
+    if len(group_ids) == 1:
+        return group_ident(group_ids[0])
+    return "x" + hashlib.sha1("\0".join(group_ids).encode()).hexdigest()[:16]
+
+
+def combo_chain(group_ids: tuple[str, ...], egress: bool) -> str:
+    return f"c_{combo_ident(group_ids)}_{'out' if egress else 'in'}"
 
 
 def _quote(ifname: str) -> str:
@@ -111,7 +128,8 @@ class NftSet:
     kind: str = "set"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "elements", MappingProxyType(dict(self.elements)))
+        if not isinstance(self.elements, MappingProxyType):
+            object.__setattr__(self, "elements", MappingProxyType(dict(self.elements)))
 
     def element_text(self, key: str) -> str:
         value = self.elements[key]
@@ -141,15 +159,17 @@ class Ruleset:
 
     sets: Mapping[str, NftSet]
     group_chains: Mapping[str, Chain]
-    iface_chains: Mapping[str, Chain]
+    combo_chains: Mapping[str, Chain]
 
     def __post_init__(self) -> None:
-        for name in ("sets", "group_chains", "iface_chains"):
-            object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
+        for name in ("sets", "group_chains", "combo_chains"):
+            value = getattr(self, name)
+            if not isinstance(value, MappingProxyType):
+                object.__setattr__(self, name, MappingProxyType(dict(value)))
 
     @property
     def chains(self) -> dict[str, Chain]:
-        return {**self.group_chains, **self.iface_chains}
+        return {**self.group_chains, **self.combo_chains}
 
     def render(self) -> str:
         """The table definition (nft -f syntax), in dependency order."""
@@ -157,9 +177,11 @@ class Ruleset:
         plain = [s for s in self.sets.values() if s.kind == "set"]
         maps = [s for s in self.sets.values() if s.kind == "map"]
         parts += [s.render() for s in sorted(plain, key=lambda s: s.name)]
+        parts.append(Chain(INGRESS_CHAIN).render())  # declared first: egress rules name it
         parts += [c.render() for _, c in sorted(self.group_chains.items())]
-        parts += [c.render() for _, c in sorted(self.iface_chains.items())]
+        parts += [c.render() for _, c in sorted(self.combo_chains.items())]
         parts += [s.render() for s in sorted(maps, key=lambda s: s.name)]
+        parts.append(Chain(INGRESS_CHAIN, INGRESS_RULES).render())  # after the map it names
         parts += [Chain(name, rules).render() for name, rules in BASE_CHAINS.items()]
         body = "".join(f"\t{p}\n" for p in parts)
         return f"table {QUALIFIED} {{\n{body}}}\n"
@@ -219,28 +241,32 @@ def rule_lines(rule: Rule) -> list[str]:
             assert rule.ref_group_id is not None
             peer = f"{ip} {where} @{member_set(rule.ref_group_id, version)}"
         text = " ".join(p for p in (peer, match) if p)
-        lines.append(f"{text} counter accept{_comment(rule)}")
+        verdict = f"goto {INGRESS_CHAIN}" if rule.egress else "accept"
+        lines.append(f"{text} counter {verdict}{_comment(rule)}")
     return lines
 
 
-@functools.lru_cache(maxsize=4096)
-def _group_chains(group_id: str, group: Group | None) -> tuple[Chain, Chain]:
-    """The in/out chains of a group (cached: groups are immutable values)."""
+@functools.lru_cache(maxsize=1 << 15)
+def _group_chains(group_id: str, group: Group | None) -> tuple[Chain, Chain, frozenset[str]]:
+    """The in/out chains of a group and the groups its rules name (cached: groups are
+    immutable values, so an unchanged group gives the very same objects)."""
     rules = group.rules if group is not None else ()
     chains = []
     for egress in (False, True):
         lines = [line for r in rules if r.egress == egress for line in rule_lines(r)]
         chains.append(Chain(group_chain(group_id, egress), tuple(lines)))
-    return chains[0], chains[1]
+    refs = frozenset(r.ref_group_id for r in rules if r.ref_group_id is not None)
+    return chains[0], chains[1], refs
 
 
-@functools.lru_cache(maxsize=65536)
-def _iface_chains(ifname: str, group_ids: tuple[str, ...]) -> tuple[Chain, Chain]:
+@functools.lru_cache(maxsize=1 << 15)
+def _combo_chains(group_ids: tuple[str, ...]) -> tuple[Chain, Chain, str, str]:
+    """A combo's in/out chains and the map values that jump to them."""
     chains = []
     for egress in (False, True):
-        jumps = [f"jump {group_chain(g, egress)}" for g in dict.fromkeys(group_ids)]
-        chains.append(Chain(iface_chain(ifname, egress), (*jumps, "counter drop")))
-    return chains[0], chains[1]
+        jumps = [f"jump {group_chain(g, egress)}" for g in group_ids]
+        chains.append(Chain(combo_chain(group_ids, egress), (*jumps, "counter drop")))
+    return chains[0], chains[1], f"jump {chains[0].name}", f"jump {chains[1].name}"
 
 
 @functools.lru_cache(maxsize=1 << 17)
@@ -248,50 +274,122 @@ def _text(address: IPAddress) -> str:
     return str(address)  # ipaddress's str() is slow, IPv6 especially
 
 
-def _set(name: str, type_: str, keys: Iterable[str]) -> NftSet:
-    return NftSet(name, type_, {k: "" for k in keys})
+@functools.lru_cache(maxsize=1 << 17)
+def _quoted(ifname: str) -> str:
+    return _quote(ifname)
+
+
+def _keys(keys: Iterable[str]) -> dict[str, str]:
+    return dict.fromkeys(keys, "")
+
+
+@dataclass(frozen=True, slots=True)
+class _IfacePiece:
+    """What an interface contributes to a table, worked out once per Interface object."""
+
+    iface: Interface
+    name: str  # quoted ifname
+    combo: tuple[str, ...]  # its groups, each once
+    v4: tuple[str, ...]
+    v6: tuple[str, ...]
+    own4: tuple[str, ...]
+    own6: tuple[str, ...]
+
+
+def _iface_piece(iface: Interface) -> _IfacePiece:
+    name = _quoted(iface.ifname)
+    v4 = tuple(_text(a) for a in iface.private_ipv4)
+    v6 = tuple(_text(a) for a in iface.private_ipv6)
+    return _IfacePiece(
+        iface,
+        name,
+        tuple(dict.fromkeys(iface.group_ids)),
+        v4,
+        v6,
+        tuple(f"{name} . {a}" for a in v4),
+        tuple(f"{name} . {a}" for a in v6),
+    )
+
+
+# Pieces by the identity of the object they were made from (an entry holds that object,
+# so its id cannot be reused while cached): hashing an Interface or a Group by value costs
+# more than the piece. Each compile keeps only the entries it used; on a miss (a new or
+# re-parsed object) the pieces are made again (group chains also by value, lru-cached).
+_last_pieces: dict[int, Any] = {}
+
+
+def _piece(obj: Any, seen: dict[int, Any], make: Any) -> Any:
+    key = id(obj)
+    entry = seen.get(key) or _last_pieces.get(key)
+    if entry is None or entry[0] is not obj:
+        entry = (obj, make(obj))
+    seen[key] = entry
+    return entry[1]
 
 
 def compile_host(state: State, host: str) -> Ruleset:
     """The table for the interfaces of ``state`` that sit on ``host``."""
-    ifaces = sorted(state.on_host(host), key=lambda i: i.ifname)
-    names = [i.ifname for i in ifaces]
-    if len(set(names)) != len(names):
+    global _last_pieces
+    seen: dict[int, Any] = {}
+    local = [_piece(i, seen, _iface_piece) for i in state.interfaces.values() if i.host == host]
+    names = [p.name for p in local]
+    inst_ifs = _keys(names)
+    if len(inst_ifs) != len(names):
         raise ValueError(f"two interfaces share an ifname on host {host}")
-    group_ids = list(dict.fromkeys(g for i in ifaces for g in i.group_ids))
+
+    own4: dict[str, str] = {}
+    own6: dict[str, str] = {}
+    from_inst: dict[str, str] = {}
+    to_inst: dict[str, str] = {}
+    combos: dict[tuple[str, ...], tuple[Chain, Chain, str, str]] = {}
+    for piece in local:
+        combo = combos.get(piece.combo)
+        if combo is None:
+            combo = combos[piece.combo] = _combo_chains(piece.combo)
+        to_inst[piece.name] = combo[2]
+        from_inst[piece.name] = combo[3]
+        if piece.own4:
+            own4.update(dict.fromkeys(piece.own4, ""))
+        if piece.own6:
+            own6.update(dict.fromkeys(piece.own6, ""))
 
     group_chains: dict[str, Chain] = {}
-    referenced: dict[str, tuple[list[str], list[str]]] = {}
-    for gid in group_ids:
-        group = state.groups.get(gid)
-        for chain in _group_chains(gid, group):
-            group_chains[chain.name] = chain
-        for rule in group.rules if group is not None else ():
-            if rule.ref_group_id is not None:
-                referenced.setdefault(rule.ref_group_id, ([], []))
+    referenced: dict[str, tuple[dict[str, str], dict[str, str]]] = {}
+    groups = state.groups
+    for gid in dict.fromkeys(g for key in combos for g in key):
+        group = groups.get(gid)
+        if group is None:
+            chain_in, chain_out, refs = _group_chains(gid, None)
+        else:
+            chain_in, chain_out, refs = _piece(group, seen, lambda g: _group_chains(g.id, g))
+        group_chains[chain_in.name] = chain_in
+        group_chains[chain_out.name] = chain_out
+        for ref in refs:
+            if ref not in referenced:
+                referenced[ref] = ({}, {})
 
-    # members of the referenced groups, on any host, in one pass
-    for iface in state.interfaces.values():
-        for gid in iface.group_ids:
-            found = referenced.get(gid)
-            if found is not None:
-                found[0].extend(_text(a) for a in iface.private_ipv4)
-                found[1].extend(_text(a) for a in iface.private_ipv6)
+    if referenced:  # members of the referenced groups, on any host, in one pass
+        for iface in state.interfaces.values():
+            for gid in iface.group_ids:
+                found = referenced.get(gid)
+                if found is not None:
+                    piece = _piece(iface, seen, _iface_piece)
+                    found[0].update(dict.fromkeys(piece.v4, ""))
+                    found[1].update(dict.fromkeys(piece.v6, ""))
+    _last_pieces = seen
     sets: dict[str, NftSet] = {}
     for ref, (v4, v6) in referenced.items():
-        sets[member_set(ref, 4)] = _set(member_set(ref, 4), "ipv4_addr", sorted(set(v4)))
-        sets[member_set(ref, 6)] = _set(member_set(ref, 6), "ipv6_addr", sorted(set(v6)))
-
-    iface_chains = {c.name: c for i in ifaces for c in _iface_chains(i.ifname, tuple(i.group_ids))}
-    sets[INST_IFS] = _set(INST_IFS, "ifname", (_quote(n) for n in names))
-    own4 = (f"{_quote(i.ifname)} . {_text(a)}" for i in ifaces for a in i.private_ipv4)
-    own6 = (f"{_quote(i.ifname)} . {_text(a)}" for i in ifaces for a in i.private_ipv6)
-    sets[OWN_V4] = _set(OWN_V4, "ifname . ipv4_addr", own4)
-    sets[OWN_V6] = _set(OWN_V6, "ifname . ipv6_addr", own6)
-    for name, egress in ((FROM_INST, True), (TO_INST, False)):
-        elements = {_quote(n): f"jump {iface_chain(n, egress)}" for n in names}
-        sets[name] = NftSet(name, "ifname : verdict", elements, kind="map")
-    return Ruleset(sets, group_chains, iface_chains)
+        sets[member_set(ref, 4)] = NftSet(member_set(ref, 4), "ipv4_addr", MappingProxyType(v4))
+        sets[member_set(ref, 6)] = NftSet(member_set(ref, 6), "ipv6_addr", MappingProxyType(v6))
+    sets[INST_IFS] = NftSet(INST_IFS, "ifname", MappingProxyType(inst_ifs))
+    sets[OWN_V4] = NftSet(OWN_V4, "ifname . ipv4_addr", MappingProxyType(own4))
+    sets[OWN_V6] = NftSet(OWN_V6, "ifname . ipv6_addr", MappingProxyType(own6))
+    for name, elements in ((FROM_INST, from_inst), (TO_INST, to_inst)):
+        sets[name] = NftSet(name, "ifname : verdict", MappingProxyType(elements), kind="map")
+    combo_chains = {c.name: c for combo in combos.values() for c in combo[:2]}
+    return Ruleset(
+        MappingProxyType(sets), MappingProxyType(group_chains), MappingProxyType(combo_chains)
+    )
 
 
 def _elements(s: NftSet, keys: Iterable[str]) -> str:
@@ -313,42 +411,42 @@ def plan(old: Ruleset, new: Ruleset) -> list[str]:
     old_chains, new_chains = old.chains, new.chains
     cmds += [f"add chain {q} {n}" for n in new_chains if n not in old_chains]
 
+    empty: Mapping[str, str] = MappingProxyType({})
+    maps: list[tuple[NftSet, Mapping[str, str]]] = []
     for name, s in new.sets.items():
         before = old.sets.get(name)
-        before_elems = before.elements if before is not None else {}
-        added = [k for k, v in s.elements.items() if before_elems.get(k) != v]
+        if before is s:
+            continue
+        before_elems = before.elements if before is not None else empty
         if s.kind == "map":
-            continue  # maps are updated after the chains they point at are filled
+            maps.append((s, before_elems))  # updated after the chains they point at are filled
+            continue
+        added = s.elements.keys() - before_elems.keys()
         if added:
             cmds.append(f"add element {q} {name} {{ {_elements(s, added)} }}")
-        removed = [k for k in before_elems if k not in s.elements]
+        removed = before_elems.keys() - s.elements.keys()
         if removed:
             dels.append(f"delete element {q} {name} {{ {', '.join(sorted(removed))} }}")
 
-    for groups in (new.group_chains, new.iface_chains):
+    for groups in (new.group_chains, new.combo_chains):
         for name, chain in sorted(groups.items()):
             before = old_chains.get(name)
-            if before is not None and before.rules == chain.rules:
+            if before is chain or before is not None and before.rules == chain.rules:
                 continue
             if before is not None:
                 cmds.append(f"flush chain {q} {name}")
             cmds += [f"add rule {q} {name} {r}" for r in chain.rules]
 
-    for name, s in new.sets.items():
-        if s.kind != "map":
-            continue
-        before = old.sets.get(name)
-        before_elems = before.elements if before is not None else {}
-        changed = [k for k, v in s.elements.items() if k in before_elems and before_elems[k] != v]
-        added = [k for k in s.elements if k not in before_elems or k in changed]
-        gone = [k for k in before_elems if k not in s.elements or k in changed]
+    for s, before_elems in maps:
+        added = {k for k, _ in s.elements.items() - before_elems.items()}
+        gone = {k for k, _ in before_elems.items() - s.elements.items()}
         if gone:
-            cmds.append(f"delete element {q} {name} {{ {', '.join(sorted(gone))} }}")
+            cmds.append(f"delete element {q} {s.name} {{ {', '.join(sorted(gone))} }}")
         if added:
-            cmds.append(f"add element {q} {name} {{ {_elements(s, added)} }}")
+            cmds.append(f"add element {q} {s.name} {{ {_elements(s, added)} }}")
 
     cmds += dels
-    for name in sorted(set(old.iface_chains) - set(new.iface_chains)):
+    for name in sorted(set(old.combo_chains) - set(new.combo_chains)):
         cmds += [f"flush chain {q} {name}", f"delete chain {q} {name}"]
     for name in sorted(set(old.group_chains) - set(new.group_chains)):
         cmds += [f"flush chain {q} {name}", f"delete chain {q} {name}"]
