@@ -250,6 +250,10 @@ class State:
 
     groups: Mapping[str, Group] = field(default_factory=dict)
     interfaces: Mapping[str, Interface] = field(default_factory=dict)
+    # lookups built on first use (a State never changes, so they never go stale)
+    _index: dict[object, object] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "groups", _frozen(self.groups))
@@ -269,26 +273,45 @@ class State:
             other.interfaces
         )
 
+    def _membership(self) -> dict[str, list[Interface]]:
+        found = self._index.get("members")
+        if found is None:
+            members: dict[str, list[Interface]] = {}
+            for iface in self.interfaces.values():
+                for gid in dict.fromkeys(iface.group_ids):
+                    members.setdefault(gid, []).append(iface)
+            found = self._index["members"] = members
+        return found  # type: ignore[return-value]
+
     def members(self, group_id: str) -> Iterator[Interface]:
         """The interfaces in ``group_id``."""
-        return (i for i in self.interfaces.values() if group_id in i.group_ids)
+        return iter(self._membership().get(group_id, ()))
 
     def member_addresses(self, group_id: str, version: int | None = None) -> frozenset[IPAddress]:
         """The private addresses of the members of ``group_id`` (of one version if given)."""
+        key = ("addresses", group_id, version)
+        cached = self._index.get(key)
+        if cached is not None:
+            return cached  # type: ignore[return-value]
         found: set[IPAddress] = set()
         for iface in self.members(group_id):
             if version in (None, 4):
                 found.update(iface.private_ipv4)
             if version in (None, 6):
                 found.update(iface.private_ipv6)
-        return frozenset(found)
+        result = self._index[key] = frozenset(found)
+        return result
 
     def interface_by_address(self, address: IPAddress) -> Interface | None:
         """The interface that owns ``address`` as a private address."""
-        for iface in self.interfaces.values():
-            if address in iface.addresses:
-                return iface
-        return None
+        by_address = self._index.get("by_address")
+        if by_address is None:
+            by_address = {}
+            for iface in self.interfaces.values():
+                for a in iface.addresses:
+                    by_address.setdefault(a, iface)
+            self._index["by_address"] = by_address
+        return by_address.get(address)  # type: ignore[attr-defined]
 
     def on_host(self, host: str) -> tuple[Interface, ...]:
         return tuple(i for i in self.interfaces.values() if i.host == host)
