@@ -410,6 +410,39 @@ def test_pagination(server, account, ec2):
     )
 
 
+def test_pagination_with_filters_reads_on_until_a_page_is_full(ec2):
+    """Pages are read from the store in id order, and only until a page is full; filters
+    the store cannot apply (wildcards, tags, rules) are applied on the way, so matches may
+    be spread over more rows than one read takes (200 at a time)."""
+    made = [
+        ec2.create_security_group(GroupName=f"scan{i:03d}", Description="d")["GroupId"]
+        for i in range(230)
+    ]
+    wanted = sorted(made[::45])  # 6 of them, far apart
+    ec2.create_tags(Resources=wanted, Tags=[{"Key": "pick", "Value": "yes"}])
+    ec2.authorize_security_group_ingress(GroupId=made[7], IpPermissions=[tcp(22, "10.9.0.0/16")])
+
+    def pages(filters: list[dict], size: int) -> list[list[str]]:
+        out, token = [], None
+        while True:
+            kw = {"MaxResults": size, "Filters": filters, **({"NextToken": token} if token else {})}
+            resp = ec2.describe_security_groups(**kw)
+            out.append([g["GroupId"] for g in resp["SecurityGroups"]])
+            token = resp.get("NextToken")
+            if not token:
+                return out
+
+    picked = pages([{"Name": "tag:pick", "Values": ["yes"]}], 5)
+    assert picked == [wanted[:5], wanted[5:]]
+    every = pages([{"Name": "group-name", "Values": ["scan*"]}], 100)
+    assert [len(p) for p in every] == [100, 100, 30]
+    assert sum(every, []) == sorted(made)
+    by_rule = pages([{"Name": "ip-permission.cidr", "Values": ["10.9.0.0/16"]}], 5)
+    assert by_rule == [[made[7]]]
+    # a page that ends exactly where the matches end has no next page
+    assert pages([{"Name": "tag:pick", "Values": ["yes"]}], 6) == [wanted]
+
+
 def test_security_group_rules_api(ec2):
     g = group(ec2, "rulesapi")
     (rule,) = ec2.authorize_security_group_ingress(

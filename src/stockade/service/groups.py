@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import Row, delete, func, insert, select, update
+from sqlalchemy import Row, select, update
 
 from stockade.errors import ApiError
 from stockade.service import resources
@@ -25,6 +25,7 @@ from stockade.service.common import (
     check_id,
     check_max_results,
     check_text,
+    decode_token,
     exact_filter_values,
     matches,
     new_id,
@@ -51,14 +52,31 @@ _GROUP_BY_NAME = Sql(
     "WHERE vpc_id = ? AND name = ? AND account_id = ?"
 )
 _RULES_OF = Sql(f"SELECT {RULE_ROWS.columns} FROM sg_rules WHERE group_id = ? ORDER BY seq")
+# (group_id, seq): the order of the index on them, so no sort (each group's in seq order)
 _RULES_OF_MANY = Sql(
-    f"SELECT {RULE_ROWS.columns} FROM sg_rules WHERE group_id IN ({{in}}) ORDER BY seq"
+    f"SELECT {RULE_ROWS.columns} FROM sg_rules WHERE group_id IN ({{in}}) ORDER BY group_id, seq"
 )
 _INSERT_RULE = Sql(
     f"INSERT INTO sg_rules ({RULE_ROWS.columns}) "
     f"VALUES ({', '.join('?' * len(schema.rules.columns))})"
 )
 _DELETE_RULES = Sql("DELETE FROM sg_rules WHERE id IN ({in})")
+_GROUP_OF_OWNER = Sql(
+    f"SELECT {GROUP_ROWS.columns} FROM security_groups "
+    "WHERE id = ? AND region = ? AND account_id = ?"
+)
+_NAME_TAKEN = Sql("SELECT id FROM security_groups WHERE vpc_id = ? AND name = ?")
+_GROUP_COUNT = Sql("SELECT count(*) FROM security_groups WHERE account_id = ? AND region = ?")
+_INSERT_GROUP = Sql(
+    f"INSERT INTO security_groups ({GROUP_ROWS.columns}) "
+    f"VALUES ({', '.join('?' * len(schema.security_groups.columns))})"
+)
+_REFERENCED_BY_OTHERS = Sql(
+    "SELECT group_id FROM sg_rules WHERE ref_group_id = ? AND group_id != ? LIMIT 1"
+)
+_RULE_IDS_OF = Sql("SELECT id FROM sg_rules WHERE group_id = ?")
+_DELETE_RULES_OF = Sql("DELETE FROM sg_rules WHERE group_id = ?")
+_DELETE_GROUP = Sql("DELETE FROM security_groups WHERE id = ?")
 
 # Checks other modules add (instances using a group, ...): each raises DependencyViolation.
 DELETE_CHECKS: list[Callable[[Ctx, str], None]] = []
@@ -251,6 +269,36 @@ def default_vpc_id_or_none(ctx: Ctx) -> str | None:
     return found[0][0] if found else None
 
 
+_GROUP_AND_RULES = Sql(
+    f"SELECT {', '.join('g.' + c for c in GROUP_ROWS.columns.split(', '))}, "
+    f"{', '.join('r.' + c for c in RULE_ROWS.columns.split(', '))} "
+    "FROM security_groups g LEFT JOIN sg_rules r ON r.group_id = g.id "
+    "WHERE g.id = ? AND g.account_id = ? AND g.region = ? ORDER BY r.seq"
+)
+_GROUP_WIDTH = len(schema.security_groups.columns)
+
+
+def target_group_and_rules(ctx: Ctx, params: Params) -> tuple[Row, list[Row]]:
+    """:func:`target_group` and its rules (``existing_rules``), in one query when by id."""
+    if not params.get("group_id"):
+        group = target_group(ctx, params)
+        return group, existing_rules(ctx, group.id)
+    group_id = params["group_id"]
+    kind = resources.KINDS["sg"]
+    check_id(group_id, "sg", kind.malformed)
+    found = execute(ctx.conn, _GROUP_AND_RULES, (group_id, ctx.account_id, ctx.region)).fetchall()
+    if not found:
+        raise ApiError(kind.not_found, kind.not_found_message.format(id=group_id))
+    sqlite = ctx.conn.dialect.name == "sqlite"
+    make_group = GROUP_ROWS.sqlite_make if sqlite else GROUP_ROWS.make
+    make_rule = RULE_ROWS.sqlite_make if sqlite else RULE_ROWS.make
+    n = _GROUP_WIDTH
+    group = make_group(found[0][:n])
+    if found[0][n] is None:  # no rule: the LEFT JOIN's one row of NULLs
+        return group, []
+    return group, [make_rule(row[n:]) for row in found]
+
+
 def target_group(ctx: Ctx, params: Params) -> Row:
     """The group a request acts on: GroupId, or GroupName in the default VPC."""
     if params.get("group_id"):
@@ -270,15 +318,12 @@ def referenced_group(ctx: Ctx, target: Row, pair: Params) -> Row:
     owner = user_id or ctx.account_id
     if pair.get("group_id"):
         group_id = check_id(pair["group_id"], "sg", "InvalidGroupId.Malformed")
-        row = ctx.conn.execute(
-            select(schema.security_groups).where(
-                G.id == group_id, G.region == ctx.region, G.account_id == owner
-            )
-        ).first()
-        if row is None:
+        found = GROUP_ROWS.rows(ctx.conn, _GROUP_OF_OWNER, (group_id, ctx.region, owner))
+        if not found:
             raise ApiError(
                 "InvalidGroup.NotFound", f"The security group '{group_id}' does not exist"
             )
+        row = found[0]
     elif pair.get("group_name"):
         vpc = target.vpc_id if owner == ctx.account_id else None
         row = group_by_name(ctx, pair["group_name"], vpc_id=vpc, owner=owner)
@@ -518,9 +563,13 @@ def existing_rules(ctx: Ctx, group_id: str) -> list[Row]:
     return RULE_ROWS.rows(ctx.conn, _RULES_OF, (group_id,))
 
 
-def insert_rules(ctx: Ctx, group: Row, specs: list[RuleSpec]) -> list[Row]:
-    """Add ``specs`` to ``group`` after EC2's duplicate and quota checks."""
-    current = existing_rules(ctx, group.id)
+def insert_rules(
+    ctx: Ctx, group: Row, specs: list[RuleSpec], current: list[Row] | None = None
+) -> list[Row]:
+    """Add ``specs`` to ``group`` after EC2's duplicate and quota checks (``current``: the
+    group's rules, when the caller has them already)."""
+    if current is None:
+        current = existing_rules(ctx, group.id)
     seen = {RuleSpec.row_key(r) for r in current}
     for spec in specs:
         if spec.key in seen:
@@ -570,23 +619,22 @@ def log_rules(ctx: Ctx, group: Row) -> None:
 def create_group(ctx: Ctx, vpc_id: str, name: str, description: str) -> Row:
     """Insert a group with EC2's default rules (``default``: self-ingress too)."""
     group_id = new_id("sg")
-    ctx.conn.execute(
-        insert(schema.security_groups).values(
-            id=group_id,
-            account_id=ctx.account_id,
-            region=ctx.region,
-            vpc_id=vpc_id,
-            name=name,
-            description=description,
-        )
+    # the row exactly as stored (so no need to read it back)
+    group = GROUP_ROWS.tuple_type(
+        id=group_id,
+        account_id=ctx.account_id,
+        region=ctx.region,
+        vpc_id=vpc_id,
+        name=name,
+        description=description,
     )
-    group = ctx.conn.execute(select(schema.security_groups).where(G.id == group_id)).one()
+    execute(ctx.conn, _INSERT_GROUP, group)
     specs = [RuleSpec(True, "-1", -1, -1, cidr_ipv4="0.0.0.0/0")]
     if name == "default":
         specs.insert(
             0, RuleSpec(False, "-1", -1, -1, ref_group_id=group_id, ref_user_id=ctx.account_id)
         )
-    insert_rules(ctx, group, specs)
+    insert_rules(ctx, group, specs, current=[])  # a new group has no rules yet
     ctx.log("group.created", group_id, vpc_id=vpc_id, name=name)
     return group
 
@@ -600,24 +648,21 @@ def create_security_group(ctx: Ctx, p: Params) -> Result:
     if name == "default":
         raise ApiError("InvalidGroup.Reserved", "The security group 'default' is reserved")
     vpc_id = resources.get(ctx, p["vpc_id"], "vpc").id if p.get("vpc_id") else default_vpc_id(ctx)
-    clash = ctx.conn.execute(select(G.id).where(G.vpc_id == vpc_id, G.name == name)).first()
-    if clash is not None:
+    if execute(ctx.conn, _NAME_TAKEN, (vpc_id, name)).fetchall():
         raise ApiError(
             "InvalidGroup.Duplicate",
             f"The security group '{name}' already exists for VPC '{vpc_id}'",
         )
-    count = ctx.conn.execute(
-        select(func.count())
-        .select_from(schema.security_groups)
-        .where(G.account_id == ctx.account_id, G.region == ctx.region)
-    ).scalar_one()
+    ((count,),) = execute(ctx.conn, _GROUP_COUNT, (ctx.account_id, ctx.region)).fetchall()
     if count >= ctx.config.max_groups_per_region:
         raise ApiError(
             "SecurityGroupLimitExceeded", "The maximum number of security groups has been reached."
         )
     group = create_group(ctx, vpc_id, name, desc)
-    resources.tag_specifications(ctx, p, "security-group", group.id)
-    tags = resources.tags_for(ctx, [group.id]).get(group.id)
+    tags = None
+    if p.get("tag_specifications"):  # a brand-new group has only the tags its request gave it
+        resources.tag_specifications(ctx, p, "security-group", group.id)
+        tags = resources.tags_for(ctx, [group.id]).get(group.id)
     return {
         "group_id": group.id,
         "tags": tags,
@@ -633,17 +678,14 @@ def delete_security_group(ctx: Ctx, p: Params) -> Result:
             "CannotDelete",
             f'the specified group: "{group.id}" name: "default" cannot be deleted by a user',
         )
-    referenced = ctx.conn.execute(
-        select(R.group_id).where(R.ref_group_id == group.id, R.group_id != group.id).limit(1)
-    ).first()
-    if referenced is not None:
+    if execute(ctx.conn, _REFERENCED_BY_OTHERS, (group.id, group.id)).fetchall():
         raise ApiError("DependencyViolation", f"resource {group.id} has a dependent object")
     for check in DELETE_CHECKS:
         check(ctx, group.id)
-    rule_ids = [r.id for r in existing_rules(ctx, group.id)]
+    rule_ids = [rid for (rid,) in execute(ctx.conn, _RULE_IDS_OF, (group.id,)).fetchall()]
     resources.drop_tags(ctx, [group.id, *rule_ids])
-    ctx.conn.execute(delete(schema.rules).where(R.group_id == group.id))
-    ctx.conn.execute(delete(schema.security_groups).where(G.id == group.id))
+    execute(ctx.conn, _DELETE_RULES_OF, (group.id,))
+    execute(ctx.conn, _DELETE_GROUP, (group.id,))
     ctx.log("group.deleted", group.id, vpc_id=group.vpc_id)
     return {"return": True, "group_id": group.id}
 
@@ -716,11 +758,15 @@ def _fill_pair_names(ctx: Ctx, groups: list[Result]) -> None:
 
 
 @functools.lru_cache(maxsize=256)
-def _groups_query(ids: int | None, names: int | None, vpcs: int | None) -> Sql:
+def _groups_query(
+    ids: int | None, names: int | None, vpcs: int | None, after: bool = False, limit: bool = False
+) -> Sql:
     """The caller's groups, narrowed by exact group-id, group-name and vpc-id filter values.
 
     Names alone are looked up through the caller's VPCs, on the (vpc_id, name) unique index:
-    a name lookup then costs the same however many groups the region has.
+    a name lookup then costs the same however many groups the region has. With ``after``,
+    only groups whose id sorts after one more parameter; with ``limit``, at most as many
+    as the last parameter. Ids sort as Python sorts them (code points: PostgreSQL's "C").
     """
     columns = ", ".join(f"g.{c.name}" for c in schema.security_groups.columns)
     source = "security_groups g"
@@ -731,7 +777,21 @@ def _groups_query(ids: int | None, names: int | None, vpcs: int | None) -> Sql:
     for count, column in ((ids, "g.id"), (names, "g.name"), (vpcs, "g.vpc_id")):
         if count is not None:
             where.append(f"{column} IN ({', '.join('?' * count)})")
-    return Sql(f"SELECT {columns} FROM {source} WHERE {' AND '.join(where)} ORDER BY g.id")
+    pg_where = list(where)
+    if after:
+        where.append("g.id > ?")
+        pg_where.append('g.id COLLATE "C" > ?')
+    tail = " LIMIT ?" if limit else ""
+    sqlite = f"SELECT {columns} FROM {source} WHERE {' AND '.join(where)} ORDER BY g.id{tail}"
+    pg = (
+        f"SELECT {columns} FROM {source} WHERE {' AND '.join(pg_where)} "
+        f'ORDER BY g.id COLLATE "C"{tail}'
+    )
+    return Sql(sqlite, pg.replace("?", "%s"))
+
+
+# groups described at a time while looking for a page's worth that pass the filters
+_SCAN_CHUNK = 200
 
 
 @action("DescribeSecurityGroups", write=False)
@@ -748,38 +808,63 @@ def describe_security_groups(ctx: Ctx, p: Params) -> Result:
     if group_ids or group_names:
         rows = resources.get_many(ctx, group_ids, "sg")
         rows += [group_by_name(ctx, n) for n in dict.fromkeys(group_names)]
-    else:
-        pushed = [
-            exact_filter_values(p.get("filters"), name)
-            for name in ("group-id", "group-name", "vpc-id")
-        ]
-        sql = _groups_query(*(None if v is None else len(v) for v in pushed))
-        params: list[Any] = [ctx.account_id, ctx.region]
-        if pushed[1] is not None and pushed[0] is None:
-            params += params  # the VPCs' owner too (see _groups_query)
-        for values in pushed:
-            params += values or ()
-        rows = GROUP_ROWS.rows(ctx.conn, sql, params)
+        groups = _described(ctx, rows, filters)
+        page, token = paginate(groups, "group_id", max_results, p.get("next_token"))
+        return {"security_groups": page, "next_token": token}
+    pushed = [
+        exact_filter_values(p.get("filters"), name) for name in ("group-id", "group-name", "vpc-id")
+    ]
+    counts = [None if v is None else len(v) for v in pushed]
+    params: list[Any] = [ctx.account_id, ctx.region]
+    if pushed[1] is not None and pushed[0] is None:
+        params += params  # the VPCs' owner too (see _groups_query)
+    for values in pushed:
+        params += values or ()
+    if max_results is None:
+        rows = GROUP_ROWS.rows(ctx.conn, _groups_query(*counts), params)
+        groups = _described(ctx, rows, filters)
+        page, token = paginate(groups, "group_id", None, p.get("next_token"))
+        return {"security_groups": page, "next_token": token}
+    # A page: groups are read in id order from where the token left off, and described only
+    # until the page (and one more, to know whether there is a next page) is full.
+    after = decode_token(p.get("next_token"))
+    chunk = max_results + 1 if not filters else max(max_results + 1, _SCAN_CHUNK)
+    groups = []
+    while True:
+        sql = _groups_query(*counts, after=after is not None, limit=True)
+        rows = GROUP_ROWS.rows(
+            ctx.conn, sql, [*params, *(() if after is None else (after,)), chunk]
+        )
+        groups += _described(ctx, rows, filters)
+        if len(groups) > max_results or len(rows) < chunk:
+            break
+        after = rows[-1].id
+    page, token = paginate(groups, "group_id", max_results, None)
+    return {"security_groups": page, "next_token": token}
+
+
+def _described(ctx: Ctx, rows: list[Row], filters: list[tuple[str, list]]) -> list[Result]:
+    """``rows`` described, those that pass ``filters``."""
     groups = describe_groups(ctx, rows)
     if any(name.endswith("group-name") and "." in name for name, _ in filters):
         _fill_pair_names(ctx, groups)
-    if filters:
         groups = [g for g in groups if matches(g, filters, GROUP_FILTERS)]
-    for g in groups:
-        for d in ("ip_permissions", "ip_permissions_egress"):
-            for perm in g[d]:
-                for pair in perm["user_id_group_pairs"]:
-                    pair.pop("group_name", None)
-    page, token = paginate(groups, "group_id", max_results, p.get("next_token"))
-    return {"security_groups": page, "next_token": token}
+        for g in groups:
+            for d in ("ip_permissions", "ip_permissions_egress"):
+                for perm in g[d]:
+                    for pair in perm["user_id_group_pairs"]:
+                        pair.pop("group_name", None)
+    elif filters:
+        groups = [g for g in groups if matches(g, filters, GROUP_FILTERS)]
+    return groups
 
 
 def _authorize(ctx: Ctx, p: Params, egress: bool) -> Result:
     if egress and not p.get("group_id"):
         raise ApiError("MissingParameter", "The request must contain the parameter groupId")
-    group = target_group(ctx, p)
+    group, current = target_group_and_rules(ctx, p)
     specs = specs_from_permissions(ctx, group, permissions_from_params(p), egress)
-    rows = insert_rules(ctx, group, specs)
+    rows = insert_rules(ctx, group, specs, current)
     for row in rows:
         resources.tag_specifications(ctx, p, "security-group-rule", row.id)
     log_rules(ctx, group)
@@ -823,8 +908,8 @@ def _revoke(ctx: Ctx, p: Params, egress: bool) -> Result:
     rule_ids = p.get("security_group_rule_ids") or []
     if egress and not p.get("group_id"):
         raise ApiError("MissingParameter", "The request must contain the parameter groupId")
-    group = target_group(ctx, p)
-    current = [r for r in existing_rules(ctx, group.id) if r.egress == egress]
+    group, rules = target_group_and_rules(ctx, p)
+    current = [r for r in rules if r.egress == egress]
     unknown: list[Result] = []
     if rule_ids:
         by_id = {r.id: r for r in current}

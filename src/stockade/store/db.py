@@ -138,25 +138,29 @@ class RowType:
         self.columns = ", ".join(names)
         self.tuple_type = collections.namedtuple(f"{table.name}_row", names)  # type: ignore[misc]
         self.make: Callable[[Sequence[Any]], Any] = self.tuple_type._make
-        # SQLite hands back booleans as 0/1 and JSON as text; SQLAlchemy converts them
-        bools = [i for i, c in enumerate(table.columns) if isinstance(c.type, Boolean)]
-        jsons = [i for i, c in enumerate(table.columns) if isinstance(c.type, JSON)]
+        # SQLite hands back booleans as 0/1 and JSON as text; SQLAlchemy converts them. The
+        # converter is generated per table: one expression per column, no loops per row.
+        bools = {i for i, c in enumerate(table.columns) if isinstance(c.type, Boolean)}
+        jsons = {i for i, c in enumerate(table.columns) if isinstance(c.type, JSON)}
         if not bools and not jsons:
             self.sqlite_make = self.make
             return
-        make = self.make
-
-        def sqlite_make(values: Sequence[Any]) -> Any:
-            values = list(values)
-            for i in bools:
-                if values[i] is not None:
-                    values[i] = bool(values[i])
-            for i in jsons:
-                if values[i] is not None:
-                    values[i] = json.loads(values[i])
-            return make(values)
-
-        self.sqlite_make = sqlite_make
+        values = []
+        for i in range(len(names)):
+            if i in bools:
+                values.append(f"(None if v[{i}] is None else bool(v[{i}]))")
+            elif i in jsons:
+                values.append(f"(None if v[{i}] is None else loads(v[{i}]))")
+            else:
+                values.append(f"v[{i}]")
+        namespace: dict[str, Any] = {
+            "new": tuple.__new__,
+            "cls": self.tuple_type,
+            "loads": json.loads,
+        }
+        source = f"def sqlite_make(v):\n    return new(cls, ({', '.join(values)},))"
+        exec(source, namespace)  # noqa: S102 - built above from the table's columns
+        self.sqlite_make = namespace["sqlite_make"]
 
     def rows(self, conn: Connection, sql: Sql, params: Sequence[Any] = ()) -> list[Any]:
         """Run ``sql`` (which selects :attr:`columns`) and return its rows."""
@@ -174,6 +178,10 @@ def row_type(table: Table) -> RowType:
 _MAX_READERS = 4  # other threads than the main one that keep a reading connection
 
 _LOCK_REVISION = Sql("UPDATE counters SET value = value WHERE name = 'revision' RETURNING value")
+# SQLite: the write lock taken outright (BEGIN IMMEDIATE), then the revision read: cheaper
+# than the UPDATE above, which has to begin a transaction, lock and rewrite the row
+_BEGIN_IMMEDIATE = "BEGIN IMMEDIATE"
+_READ_REVISION = "SELECT value FROM counters WHERE name = 'revision'"
 _SET_REVISION = Sql("UPDATE counters SET value = ? WHERE name = 'revision'")
 _LOG = Sql(
     "INSERT INTO changes (revision, account_id, region, kind, resource_id, data, at) "
@@ -417,7 +425,12 @@ class Store:
     def _write_in(conn: Connection) -> Iterator[Tx]:
         # taking the counters row first: the row lock on PostgreSQL, the write lock on
         # SQLite, and the revision to continue from
-        (rev,) = execute(conn, _LOCK_REVISION).fetchall()[0]
+        if conn.dialect.name == "sqlite":
+            raw = conn.connection.driver_connection
+            raw.execute(_BEGIN_IMMEDIATE)
+            (rev,) = raw.execute(_READ_REVISION).fetchall()[0]
+        else:
+            (rev,) = execute(conn, _LOCK_REVISION).fetchall()[0]
         tx = Tx(conn, rev)
         yield tx
         if tx.revision != rev:

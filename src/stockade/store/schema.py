@@ -20,6 +20,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 metadata = MetaData()
@@ -100,7 +101,6 @@ rules = Table(
         String(32),
         ForeignKey("security_groups.id", ondelete="CASCADE"),
         nullable=False,
-        index=True,
     ),
     Column("account_id", String(12), nullable=False),
     Column("region", String(32), nullable=False),
@@ -113,10 +113,19 @@ rules = Table(
     Column("cidr_ipv4", String(64), nullable=True),
     Column("cidr_ipv6", String(64), nullable=True),
     Column("prefix_list_id", String(64), nullable=True),
-    Column("ref_group_id", String(32), nullable=True, index=True),
+    Column("ref_group_id", String(32), nullable=True),
     Column("ref_user_id", String(12), nullable=True),
     Column("description", String(255), nullable=True),
     Index("ix_rules_owner", "account_id", "region"),
+    # a group's rules in order, straight from the index (migration 0002)
+    Index("ix_sg_rules_group_seq", "group_id", "seq"),
+    # only the rules that reference a group: CIDR rules cost no page of it (migration 0002)
+    Index(
+        "ix_sg_rules_ref_group_id",
+        "ref_group_id",
+        sqlite_where=text("ref_group_id IS NOT NULL"),
+        postgresql_where=text("ref_group_id IS NOT NULL"),
+    ),
 )
 
 tags = Table(
@@ -134,7 +143,14 @@ tags = Table(
 changes = Table(
     "changes",
     metadata,
-    Column("revision", BigInteger, primary_key=True, autoincrement=False),
+    # on SQLite the INTEGER PRIMARY KEY, i.e. the rowid: no index beside the table
+    # (migration 0002)
+    Column(
+        "revision",
+        BigInteger().with_variant(Integer(), "sqlite"),
+        primary_key=True,
+        autoincrement=False,
+    ),
     Column("account_id", String(12), nullable=False),
     Column("region", String(32), nullable=False),
     Column("kind", String(64), nullable=False),
