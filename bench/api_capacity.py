@@ -19,6 +19,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 import boto3
@@ -166,36 +167,60 @@ def populate(target: Target, count: int, have: int) -> list[str]:
 LUA = """
 local reqs = {}
 %s
+local parts = %d
 local n = #reqs
 local i = 0
 local counter = 0
 setup = function(thread)
-  thread:set("offset", counter * 7919)
+  -- parts == 1: every thread cycles through all requests, from its own offset;
+  -- parts == threads: each thread cycles through its own slice, from its start
+  if parts == 1 then
+    thread:set("offset", counter * 7919)
+    thread:set("span", n)
+  else
+    thread:set("offset", counter * math.floor(n / parts))
+    thread:set("span", math.floor(n / parts))
+  end
   counter = counter + 1
 end
 request = function()
   i = i + 1
-  local r = reqs[((i + offset) %% n) + 1]
+  local r = reqs[offset + (i %% span) + 1]
   return wrk.format("POST", "/", r[2], r[1])
 end
 """
+THREADS = 2
+WRITE_LAG = 64  # a rule is revoked this many requests after it was authorized
 
 
 def lua_string(s: str) -> str:
     return "[==[" + s + "]==]"
 
 
-def write_script(path: Path, signed: list[tuple[str, dict[str, str]]]) -> None:
+def write_script(path: Path, signed: list[tuple[str, dict[str, str]]], parts: int = 1) -> None:
+    """A wrk script replaying ``signed``; ``parts``: 1, or one slice per wrk thread."""
     lines = []
     for body, headers in signed:
         hdrs = ", ".join(f"[ {lua_string(k)} ] = {lua_string(v)}" for k, v in headers.items())
         lines.append(f"reqs[#reqs + 1] = {{{lua_string(body)}, {{{hdrs}}}}}")
-    path.write_text(LUA % "\n".join(lines))
+    path.write_text(LUA % ("\n".join(lines), parts))
+
+
+def lagged(pairs: list[tuple[Any, Any]], lag: int) -> list[Any]:
+    """Authorize/revoke pairs in the order A0..A(lag-1), R0, A(lag), R1, ...: a rule is
+    revoked ``lag`` requests after it was authorized, so with a few requests in flight the
+    revoke never overtakes its authorize (and no two connections touch one rule at once)."""
+    out: list[Any] = [a for a, _ in pairs[:lag]]
+    for i, (_, revoke) in enumerate(pairs):
+        out.append(revoke)
+        if i + lag < len(pairs):
+            out.append(pairs[i + lag][0])
+    return out
 
 
 def run_wrk(url: str, script: Path, seconds: int) -> dict[str, float]:
     out = subprocess.run(
-        ["wrk", "-t2", "-c8", f"-d{seconds}s", "--latency", "-s", str(script), url + "/"],
+        ["wrk", f"-t{THREADS}", "-c8", f"-d{seconds}s", "--latency", "-s", str(script), url + "/"],
         capture_output=True,
         text=True,
         timeout=seconds + 60,
@@ -242,7 +267,7 @@ def workloads(target: Target, groups: list[str], n: int) -> dict[str, list]:
         )
         for g in picks
     ]
-    writes = []
+    pairs = []
     for i in range(n // 2):
         g = picks[i]
         perm = {
@@ -252,8 +277,17 @@ def workloads(target: Target, groups: list[str], n: int) -> dict[str, list]:
             "IpPermissions.1.ToPort": str(1000 + i),
             "IpPermissions.1.IpRanges.1.CidrIp": "192.0.2.0/24",
         }
-        writes.append(target.sign({"Action": "AuthorizeSecurityGroupIngress", **perm}))
-        writes.append(target.sign({"Action": "RevokeSecurityGroupIngress", **perm}))
+        pairs.append(
+            (
+                target.sign({"Action": "AuthorizeSecurityGroupIngress", **perm}),
+                target.sign({"Action": "RevokeSecurityGroupIngress", **perm}),
+            )
+        )
+    # one slice of distinct rules per wrk thread, each in lagged order
+    size = len(pairs) // THREADS
+    writes = [
+        r for t in range(THREADS) for r in lagged(pairs[t * size : (t + 1) * size], WRITE_LAG)
+    ]
     return {
         "describe-by-id": by_id,
         "describe-filter": by_filter,
@@ -288,7 +322,7 @@ def main() -> None:
                     for name, reqs in workloads(t, groups, signed_n).items():
                         progress.update(task, description=f"{t.name} {size}: {name}")
                         script = Path(tmp) / f"{t.name}-{name}.lua"
-                        write_script(script, reqs)
+                        write_script(script, reqs, THREADS if name == "write-mix" else 1)
                         stats = run_wrk(t.url, script, seconds)
                         results.append(
                             {"server": t.name, "groups": size, "workload": name, **stats}
@@ -362,7 +396,7 @@ def measure(
                     if progress is not None and task is not None:
                         progress.update(task, description=f"capacity: {t.name} {size} {name}")
                     script = Path(tmp) / f"{t.name}-{name}.lua"
-                    write_script(script, reqs)
+                    write_script(script, reqs, THREADS if name == "write-mix" else 1)
                     stats = run_wrk(t.url, script, seconds)
                     results.append({"server": t.name, "groups": size, "workload": name, **stats})
                     if progress is not None and task is not None:

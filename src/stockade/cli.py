@@ -91,6 +91,7 @@ def serve(
         port=port,
         log_level="warning",
         access_log=False,
+        proxy_headers=False,  # nothing sits in front of it: no X-Forwarded-* to trust
         factory=factory,
         workers=workers if workers > 1 else None,
     )
