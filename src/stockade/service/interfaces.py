@@ -42,7 +42,7 @@ from stockade.service.common import (
     parse_filters,
 )
 from stockade.store import schema
-from stockade.store.db import utcnow
+from stockade.store.db import Sql, execute, utcnow
 
 N = schema.network_interfaces.c
 IG = schema.interface_groups.c
@@ -421,9 +421,11 @@ def delete_interface(ctx: Ctx, eni: Row) -> None:
 # --- what other modules may not delete ------------------------------------------------------
 
 
+_GROUP_IN_USE = Sql("SELECT interface_id FROM interface_groups WHERE group_id = ? LIMIT 1")
+
+
 def _group_in_use(ctx: Ctx, group_id: str) -> None:
-    used = ctx.conn.execute(select(IG.interface_id).where(IG.group_id == group_id).limit(1)).first()
-    if used is not None:
+    if execute(ctx.conn, _GROUP_IN_USE, (group_id,)).fetchall():
         raise ApiError("DependencyViolation", f"resource {group_id} has a dependent object")
 
 
