@@ -96,9 +96,11 @@ class Target:
             self.proc.kill()
 
 
-def start_stockade(tmp: str) -> Target:
+def start_stockade(tmp: str, workers: int = 1) -> Target:
+    """``stockade serve`` on a new data dir; ``workers`` > 1: that many processes."""
     port = free_port()
-    data = os.path.join(tmp, "stockade")
+    name = "stockade" if workers == 1 else f"stockade-{workers}w"
+    data = os.path.join(tmp, name)
     env = dict(os.environ, STOCKADE_MAX_GROUPS_PER_REGION="20000")
     out = subprocess.run(
         [str(BIN / "stockade"), "account", "create", "bench", "--json", "--data-dir", data],
@@ -108,15 +110,13 @@ def start_stockade(tmp: str) -> Target:
         env=env,
     )
     acct = json.loads(out.stdout)
-    proc = subprocess.Popen(
-        [str(BIN / "stockade"), "serve", "--port", str(port), "--data-dir", data],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
+    cmd = [str(BIN / "stockade"), "serve", "--port", str(port), "--data-dir", data]
+    if workers > 1:
+        cmd += ["--workers", str(workers)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     url = f"http://127.0.0.1:{port}"
     wait_http(url + "/_stockade/health", proc)
-    return Target("stockade", url, acct["access_key_id"], acct["secret_access_key"], proc)
+    return Target(name, url, acct["access_key_id"], acct["secret_access_key"], proc)
 
 
 def start_moto() -> Target:
@@ -175,17 +175,19 @@ setup = function(thread)
   -- parts == 1: every thread cycles through all requests, from its own offset;
   -- parts == threads: each thread cycles through its own slice, from its start
   if parts == 1 then
+    thread:set("base", 0)
     thread:set("offset", counter * 7919)
     thread:set("span", n)
   else
-    thread:set("offset", counter * math.floor(n / parts))
+    thread:set("base", counter * math.floor(n / parts))
+    thread:set("offset", 0)
     thread:set("span", math.floor(n / parts))
   end
   counter = counter + 1
 end
 request = function()
   i = i + 1
-  local r = reqs[offset + (i %% span) + 1]
+  local r = reqs[base + ((i + offset) %% span) + 1]
   return wrk.format("POST", "/", r[2], r[1])
 end
 """
@@ -336,12 +338,17 @@ def main() -> None:
 
 
 def measure(
-    sizes: list[int], seconds: int, signed_n: int, progress: Progress | None = None
+    sizes: list[int],
+    seconds: int,
+    signed_n: int,
+    progress: Progress | None = None,
+    workers: int = 1,
 ) -> list[dict]:
     """The whole measurement for ``bench/run.py``: like :func:`main`, but moto runs as
     ``bench/moto_server.py`` (moto's own server) and is filled in-process through its
     backend (``POST /_bench/fill``) instead of one API call at a time, so that 10,000
-    groups take seconds instead of minutes. Stockade is filled through its API."""
+    groups take seconds instead of minutes. Stockade is filled through its API. With
+    ``workers`` > 1, a second Stockade (``serve --workers N``) is measured too."""
     import contextlib
 
     tmp = tempfile.mkdtemp(prefix="stockade-bench-")
@@ -351,6 +358,9 @@ def measure(
         stack.callback(shutil.rmtree, tmp, ignore_errors=True)
         targets.append(start_stockade(tmp))
         stack.callback(targets[-1].stop)
+        if workers > 1:
+            targets.append(start_stockade(tmp, workers))
+            stack.callback(targets[-1].stop)
         port = free_port()
         proc = subprocess.Popen(
             [sys.executable, str(ROOT / "bench" / "moto_server.py"), "-p", str(port)],
@@ -367,7 +377,8 @@ def measure(
         targets.append(moto)
         stack.callback(moto.stop)
         wait_http(moto.url + "/moto-api/", proc)
-        task = progress.add_task("api capacity", total=len(sizes) * 10) if progress else None
+        steps = len(sizes) * 5 * len(targets)
+        task = progress.add_task("api capacity", total=steps) if progress else None
         have = {t.name: 0 for t in targets}
         for size in sizes:
             for t in targets:
