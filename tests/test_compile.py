@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from dataclasses import replace
 
 import pytest
 
@@ -412,3 +413,31 @@ def test_what_the_kernel_holds_matches_what_we_compiled() -> None:
             rules[item["rule"]["chain"]] = rules.get(item["rule"]["chain"], 0) + 1
     for name, chain in rs.chains.items():
         assert rules.get(name, 0) == len(chain.rules), name
+
+
+def test_a_reference_to_a_group_without_members_of_a_version_gets_no_rule() -> None:
+    """IPv4-only members: no IPv6 member set and no IPv6 rule (it could match nothing);
+    both appear with the first IPv6 member, and go with the last."""
+    base = layout()
+    v4_only = State(
+        base.groups,
+        {i.id: replace(i, private_ipv6=()) for i in base.interfaces.values()},
+    )
+    rs = compile_host(v4_only, "h1")
+    assert not any(name.endswith("_v6") and name.startswith("m_") for name in rs.sets)
+    assert rs.group_chains["sg_0a9_in"].rules == (
+        "ip saddr @m_0eb_v4 tcp dport 8080 counter accept",
+    )
+    # the first IPv6 member of sg-0eb: its set, then the rule naming it, in one transaction
+    ifaces = dict(v4_only.interfaces)
+    ifaces["eni-4"] = replace(ifaces["eni-4"], private_ipv6=("fd00::e",))
+    with_v6 = compile_host(State(v4_only.groups, ifaces), "h1")
+    cmds = plan(rs, with_v6)
+    assert cmds[0] == "add set inet stockade m_0eb_v6 { type ipv6_addr; }"
+    assert "add element inet stockade m_0eb_v6 { fd00::e }" in cmds
+    assert (
+        "add rule inet stockade sg_0a9_in ip6 saddr @m_0eb_v6 tcp dport 8080 counter accept" in cmds
+    )
+    back = plan(with_v6, rs)
+    assert back[-1] == "delete set inet stockade m_0eb_v6"
+    assert back.index("flush chain inet stockade sg_0a9_in") < len(back) - 1

@@ -4,7 +4,10 @@ Pure functions, no I/O. The layout (see DESIGN.md, "Data plane"; docs/architectu
 where and why it departs from it):
 
 - ``m_<group>_v4`` / ``_v6``: plain hash sets of the private addresses of the members of
-  each group that a rule on this host references (members on any host);
+  each group that a rule on this host references (members on any host); only for an IP
+  version the group has members of: a reference to an empty one could match nothing, so
+  it gets no rule either (nft resolves every set a rule names, and thousands of empty IPv6
+  sets made a large table's load half again as slow);
 - ``sg_<group>_in`` / ``_out``: one chain per group and direction, one rule per allow (a
   group peer gives one rule per IP version), each with a counter; an ingress allow
   ``accept``s, an egress allow ``goto ingress`` (the destination's side is checked next);
@@ -222,10 +225,17 @@ def _match(rule: Rule, version: int) -> str | None:
     return f"meta l4proto {proto}"
 
 
-def rule_lines(rule: Rule) -> list[str]:
-    """The nft rules of one security-group rule (one per IP version it can match)."""
+def rule_lines(rule: Rule, empty: frozenset[tuple[str, int]] = frozenset()) -> list[str]:
+    """The nft rules of one security-group rule (one per IP version it can match).
+
+    ``empty``: (group, IP version) pairs for which the group has no member address; a
+    reference to one can match nothing, so it gets no rule (and its set does not exist).
+    """
     where = "daddr" if rule.egress else "saddr"
-    versions = [rule.cidr.version] if rule.cidr is not None else [4, 6]
+    if rule.cidr is not None:
+        versions = [rule.cidr.version]
+    else:
+        versions = [v for v in (4, 6) if (rule.ref_group_id, v) not in empty]
     lines = []
     for version in versions:
         match = _match(rule, version)
@@ -246,17 +256,25 @@ def rule_lines(rule: Rule) -> list[str]:
     return lines
 
 
+def _group_refs(group: Group | None) -> frozenset[str]:
+    """The groups the rules of ``group`` name."""
+    rules = group.rules if group is not None else ()
+    return frozenset(r.ref_group_id for r in rules if r.ref_group_id is not None)
+
+
 @functools.lru_cache(maxsize=1 << 15)
-def _group_chains(group_id: str, group: Group | None) -> tuple[Chain, Chain, frozenset[str]]:
-    """The in/out chains of a group and the groups its rules name (cached: groups are
-    immutable values, so an unchanged group gives the very same objects)."""
+def _group_chains(
+    group_id: str, group: Group | None, empty: frozenset[tuple[str, int]]
+) -> tuple[Chain, Chain]:
+    """The in/out chains of a group, given which referenced groups have no member of an IP
+    version (cached: groups are immutable values, so an unchanged group gives the very
+    same objects)."""
     rules = group.rules if group is not None else ()
     chains = []
     for egress in (False, True):
-        lines = [line for r in rules if r.egress == egress for line in rule_lines(r)]
+        lines = [line for r in rules if r.egress == egress for line in rule_lines(r, empty)]
         chains.append(Chain(group_chain(group_id, egress), tuple(lines)))
-    refs = frozenset(r.ref_group_id for r in rules if r.ref_group_id is not None)
-    return chains[0], chains[1], refs
+    return chains[0], chains[1]
 
 
 @functools.lru_cache(maxsize=1 << 15)
@@ -315,23 +333,27 @@ def _iface_piece(iface: Interface) -> _IfacePiece:
 # so its id cannot be reused while cached): hashing an Interface or a Group by value costs
 # more than the piece. Each compile keeps only the entries it used; on a miss (a new or
 # re-parsed object) the pieces are made again (group chains also by value, lru-cached).
-_last_pieces: dict[int, Any] = {}
+_last_pieces: dict[Any, Any] = {}
 
 
-def _piece(obj: Any, seen: dict[int, Any], make: Any) -> Any:
-    key = id(obj)
+def _piece(obj: Any, seen: dict[Any, Any], kind: str, make: Any, extra: Any = None) -> Any:
+    """``make(obj)`` for this ``kind`` of piece, cached by ``obj``'s identity (and
+    ``extra``, compared by value)."""
+    key = (kind, id(obj))
     entry = seen.get(key) or _last_pieces.get(key)
-    if entry is None or entry[0] is not obj:
-        entry = (obj, make(obj))
+    if entry is None or entry[0] is not obj or entry[1] != extra:
+        entry = (obj, extra, make(obj))
     seen[key] = entry
-    return entry[1]
+    return entry[2]
 
 
 def compile_host(state: State, host: str) -> Ruleset:
     """The table for the interfaces of ``state`` that sit on ``host``."""
     global _last_pieces
-    seen: dict[int, Any] = {}
-    local = [_piece(i, seen, _iface_piece) for i in state.interfaces.values() if i.host == host]
+    seen: dict[Any, Any] = {}
+    local = [
+        _piece(i, seen, "iface", _iface_piece) for i in state.interfaces.values() if i.host == host
+    ]
     names = [p.name for p in local]
     inst_ifs = _keys(names)
     if len(inst_ifs) != len(names):
@@ -353,34 +375,49 @@ def compile_host(state: State, host: str) -> Ruleset:
         if piece.own6:
             own6.update(dict.fromkeys(piece.own6, ""))
 
-    group_chains: dict[str, Chain] = {}
-    referenced: dict[str, tuple[dict[str, str], dict[str, str]]] = {}
     groups = state.groups
-    for gid in dict.fromkeys(g for key in combos for g in key):
-        group = groups.get(gid)
-        if group is None:
-            chain_in, chain_out, refs = _group_chains(gid, None)
-        else:
-            chain_in, chain_out, refs = _piece(group, seen, lambda g: _group_chains(g.id, g))
-        group_chains[chain_in.name] = chain_in
-        group_chains[chain_out.name] = chain_out
-        for ref in refs:
-            if ref not in referenced:
-                referenced[ref] = ({}, {})
-
+    used = {gid: groups.get(gid) for gid in dict.fromkeys(g for key in combos for g in key)}
+    refs_of = {
+        gid: _group_refs(None) if group is None else _piece(group, seen, "refs", _group_refs)
+        for gid, group in used.items()
+    }
+    referenced: dict[str, tuple[dict[str, str], dict[str, str]]] = {
+        ref: ({}, {}) for refs in refs_of.values() for ref in refs
+    }
     if referenced:  # members of the referenced groups, on any host, in one pass
         for iface in state.interfaces.values():
             for gid in iface.group_ids:
                 found = referenced.get(gid)
                 if found is not None:
-                    piece = _piece(iface, seen, _iface_piece)
+                    piece = _piece(iface, seen, "iface", _iface_piece)
                     found[0].update(dict.fromkeys(piece.v4, ""))
                     found[1].update(dict.fromkeys(piece.v6, ""))
+
+    group_chains: dict[str, Chain] = {}
+    for gid, group in used.items():
+        empty = frozenset(
+            (ref, v)
+            for ref in refs_of[gid]
+            for v, members in ((4, referenced[ref][0]), (6, referenced[ref][1]))
+            if not members
+        )
+        if group is None:
+            chain_in, chain_out = _group_chains(gid, None, empty)
+        else:
+            chain_in, chain_out = _piece(
+                group, seen, "chains", lambda g, e=empty: _group_chains(g.id, g, e), empty
+            )
+        group_chains[chain_in.name] = chain_in
+        group_chains[chain_out.name] = chain_out
     _last_pieces = seen
     sets: dict[str, NftSet] = {}
-    for ref, (v4, v6) in referenced.items():
-        sets[member_set(ref, 4)] = NftSet(member_set(ref, 4), "ipv4_addr", MappingProxyType(v4))
-        sets[member_set(ref, 6)] = NftSet(member_set(ref, 6), "ipv6_addr", MappingProxyType(v6))
+    for ref, (v4, v6) in referenced.items():  # a set per IP version that has members
+        if v4:
+            name = member_set(ref, 4)
+            sets[name] = NftSet(name, "ipv4_addr", MappingProxyType(v4))
+        if v6:
+            name = member_set(ref, 6)
+            sets[name] = NftSet(name, "ipv6_addr", MappingProxyType(v6))
     sets[INST_IFS] = NftSet(INST_IFS, "ifname", MappingProxyType(inst_ifs))
     sets[OWN_V4] = NftSet(OWN_V4, "ifname . ipv4_addr", MappingProxyType(own4))
     sets[OWN_V6] = NftSet(OWN_V6, "ifname . ipv6_addr", MappingProxyType(own6))
