@@ -77,7 +77,6 @@ def measure_size(n: int, repeat: int) -> dict[str, Any]:
             def cold() -> None:  # a fresh agent process: nothing cached, nothing applied
                 for cached in ("_group_chains", "_combo_chains", "_text", "_quoted"):
                     getattr(compile_module, cached).cache_clear()
-                compile_module._last_pieces = {}
 
             parse_ms, compile_ms, load_ms, startup_ms = [], [], [], []
             state = state_from_snapshot(snap)

@@ -331,29 +331,38 @@ def _iface_piece(iface: Interface) -> _IfacePiece:
 
 # Pieces by the identity of the object they were made from (an entry holds that object,
 # so its id cannot be reused while cached): hashing an Interface or a Group by value costs
-# more than the piece. Each compile keeps only the entries it used; on a miss (a new or
-# re-parsed object) the pieces are made again (group chains also by value, lru-cached).
-_last_pieces: dict[Any, Any] = {}
+# more than the piece. A caller that compiles the same host again and again (a Dataplane)
+# passes the same ``pieces`` dict each time; each compile keeps only the entries it used.
+# On a miss (a new or re-parsed object) a piece is made again (group chains are also
+# lru-cached by value).
 
 
-def _piece(obj: Any, seen: dict[Any, Any], kind: str, make: Any, extra: Any = None) -> Any:
+def _piece(
+    obj: Any,
+    seen: dict[Any, Any],
+    last: dict[Any, Any],
+    kind: str,
+    make: Any,
+    extra: Any = None,
+) -> Any:
     """``make(obj)`` for this ``kind`` of piece, cached by ``obj``'s identity (and
     ``extra``, compared by value)."""
     key = (kind, id(obj))
-    entry = seen.get(key) or _last_pieces.get(key)
+    entry = seen.get(key) or last.get(key)
     if entry is None or entry[0] is not obj or entry[1] != extra:
         entry = (obj, extra, make(obj))
     seen[key] = entry
     return entry[2]
 
 
-def compile_host(state: State, host: str) -> Ruleset:
-    """The table for the interfaces of ``state`` that sit on ``host``."""
-    global _last_pieces
+def compile_host(state: State, host: str, pieces: dict[Any, Any] | None = None) -> Ruleset:
+    """The table for the interfaces of ``state`` that sit on ``host``.
+
+    ``pieces``: the cache of an earlier compile of this host (updated in place)."""
+    last = pieces if pieces is not None else {}
     seen: dict[Any, Any] = {}
-    local = [
-        _piece(i, seen, "iface", _iface_piece) for i in state.interfaces.values() if i.host == host
-    ]
+    mine = [i for i in state.interfaces.values() if i.host == host]
+    local = [_piece(i, seen, last, "iface", _iface_piece) for i in mine]
     names = [p.name for p in local]
     inst_ifs = _keys(names)
     if len(inst_ifs) != len(names):
@@ -378,7 +387,7 @@ def compile_host(state: State, host: str) -> Ruleset:
     groups = state.groups
     used = {gid: groups.get(gid) for gid in dict.fromkeys(g for key in combos for g in key)}
     refs_of = {
-        gid: _group_refs(None) if group is None else _piece(group, seen, "refs", _group_refs)
+        gid: _group_refs(None) if group is None else _piece(group, seen, last, "refs", _group_refs)
         for gid, group in used.items()
     }
     referenced: dict[str, tuple[dict[str, str], dict[str, str]]] = {
@@ -389,7 +398,7 @@ def compile_host(state: State, host: str) -> Ruleset:
             for gid in iface.group_ids:
                 found = referenced.get(gid)
                 if found is not None:
-                    piece = _piece(iface, seen, "iface", _iface_piece)
+                    piece = _piece(iface, seen, last, "iface", _iface_piece)
                     found[0].update(dict.fromkeys(piece.v4, ""))
                     found[1].update(dict.fromkeys(piece.v6, ""))
 
@@ -405,11 +414,13 @@ def compile_host(state: State, host: str) -> Ruleset:
             chain_in, chain_out = _group_chains(gid, None, empty)
         else:
             chain_in, chain_out = _piece(
-                group, seen, "chains", lambda g, e=empty: _group_chains(g.id, g, e), empty
+                group, seen, last, "chains", lambda g, e=empty: _group_chains(g.id, g, e), empty
             )
         group_chains[chain_in.name] = chain_in
         group_chains[chain_out.name] = chain_out
-    _last_pieces = seen
+    if pieces is not None:
+        pieces.clear()
+        pieces.update(seen)
     sets: dict[str, NftSet] = {}
     for ref, (v4, v6) in referenced.items():  # a set per IP version that has members
         if v4:

@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from stockade.dataplane.compile import QUALIFIED, Ruleset, compile_host, plan
 from stockade.dataplane.netns import NetnsWorker
@@ -167,9 +167,10 @@ class Dataplane:
         self.host = host
         self.nft = nft
         self.applied: Ruleset | None = None
+        self._pieces: dict[Any, Any] = {}  # compile's cache for this host (see compile.py)
 
     def compile(self, state: State) -> Ruleset:
-        return compile_host(state, self.host)
+        return compile_host(state, self.host, self._pieces)
 
     def full_sync(self, state: State) -> SyncReport:
         """Replace the whole table in one transaction."""
