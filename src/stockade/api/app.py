@@ -100,6 +100,23 @@ class Api:
         if event is not None:
             event.set()
 
+    async def wait_for_revision(self, since: int, wait: float) -> None:
+        """Return once a revision after ``since`` is committed, or after ``wait`` seconds
+        (the long poll of the agent-facing endpoints)."""
+        deadline = time.monotonic() + wait
+        while True:
+            event = self.changed_event()
+            if self.store.is_sqlite:
+                newest = self.store.revision()
+            else:
+                newest = await run_in_threadpool(self.store.revision)
+            remaining = deadline - time.monotonic()
+            if newest > since or remaining <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                # woken by a commit in this process; other writers are seen at the next poll
+                await asyncio.wait_for(event.wait(), min(remaining, self.poll_interval))
+
     def committed(self) -> None:
         """Called after a write commits (on the loop or a worker thread): wake long-polling
         agents."""
@@ -344,16 +361,9 @@ async def changes(request: Request) -> Response:
         wait = min(max(float(request.query_params.get("wait", "0")), 0.0), 30.0)
     except ValueError:
         return JSONResponse({"error": "since, limit and wait must be numbers"}, 400)
-    deadline = time.monotonic() + wait
-    while True:
-        event = api.changed_event()
-        rows = await run_in_threadpool(read_changes, api.store, since, limit)
-        remaining = deadline - time.monotonic()
-        if rows or remaining <= 0:
-            break
-        with contextlib.suppress(TimeoutError):
-            # woken by a commit in this process; other writers are seen at the next poll
-            await asyncio.wait_for(event.wait(), min(remaining, api.poll_interval))
+    if wait > 0:
+        await api.wait_for_revision(since, wait)
+    rows = await run_in_threadpool(read_changes, api.store, since, limit)
     revision = rows[-1]["revision"] if rows else await run_in_threadpool(api.store.revision)
     return JSONResponse({"revision": revision, "changes": rows})
 

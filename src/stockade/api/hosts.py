@@ -14,8 +14,6 @@ Mount :data:`ROUTES` before the EC2 catch-all route of ``app.py``.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hmac
 import json
 import time
@@ -135,7 +133,7 @@ async def host_state(request: Request) -> Response:
     except ValueError:
         return JSONResponse({"error": "since and wait must be numbers"}, 400)
     if since is not None and wait > 0:
-        await _wait_for(api, since, wait)
+        await api.wait_for_revision(since, wait)
 
     def read() -> dict[str, Any]:
         with api.store.read() as conn:
@@ -150,23 +148,6 @@ async def host_state(request: Request) -> Response:
     if api.store.is_sqlite and (since is not None or group_ids):
         return JSONResponse(read())  # small reads: inline, as the EC2 reads are
     return JSONResponse(await run_in_threadpool(read))
-
-
-async def _wait_for(api: Any, since: int, wait: float) -> None:
-    """Return once a revision after ``since`` is committed, or after ``wait`` seconds."""
-    deadline = time.monotonic() + wait
-    while True:
-        event = api.changed_event()
-        if api.store.is_sqlite:
-            newest = api.store.revision()
-        else:
-            newest = await run_in_threadpool(api.store.revision)
-        remaining = deadline - time.monotonic()
-        if newest > since or remaining <= 0:
-            return
-        with contextlib.suppress(TimeoutError):
-            # woken by a commit in this process; other writers are seen at the next poll
-            await asyncio.wait_for(event.wait(), min(remaining, api.poll_interval))
 
 
 async def region_state(request: Request) -> Response:

@@ -203,13 +203,6 @@ class Agent:
         resp.raise_for_status()
         return resp.json()
 
-    def wait_changes(self, since: int, wait: float) -> int:
-        resp = self.http.get(
-            "/_stockade/v1/changes", params={"since": since, "wait": wait, "limit": 1}
-        )
-        resp.raise_for_status()
-        return int(resp.json()["revision"])
-
     def report(self) -> None:
         try:
             self.http.post(f"/_stockade/v1/hosts/{self.host}/status", json=self.status.as_json())
