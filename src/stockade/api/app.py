@@ -41,7 +41,7 @@ from stockade.api import codec, hosts, sigv4
 from stockade.errors import ApiError
 from stockade.service.common import ACTIONS, REGIONS, Config, Ctx
 from stockade.service.vpcs import ensure_region
-from stockade.store.db import Store, agent_token, read_changes
+from stockade.store.db import Batch, Store, agent_token, read_changes
 
 log = logging.getLogger("stockade.api")
 
@@ -68,6 +68,7 @@ class Api:
     # one of several processes serving the same database (``serve --workers N``): what
     # agents report is kept in the database, and the change log is polled more often
     shared: bool = False
+    _pending: tuple[Batch, asyncio.Future[None]] | None = None
 
     @property
     def poll_interval(self) -> float:
@@ -184,10 +185,60 @@ class Api:
         self._ready.add((account_id, region))
 
     def run(self, action: str, params: dict[str, Any], account_id: str, region: str) -> dict:
+        """Run an action in a transaction of its own (answer when this returns)."""
+        return self._run(action, params, account_id, region, batch=False)[0]
+
+    async def run_on_loop(
+        self, action: str, params: dict[str, Any], account_id: str, region: str
+    ) -> dict:
+        """Run an action on the event loop's thread (SQLite). A write joins the loop's batch
+        (group commit, see store.db.Batch); this returns once the batch has committed."""
+        result, batch = self._run(action, params, account_id, region, batch=True)
+        if batch is not None:
+            await self._settled(batch)
+        return result
+
+    def _commit_soon(self, batch: Batch) -> None:
+        """Have the loop commit ``batch`` once the requests it already has in hand have
+        joined it (the first request to join schedules it, whether it succeeds or not)."""
+        pending = self._pending
+        if pending is None or pending[0] is not batch:
+            loop = asyncio.get_running_loop()
+            self._pending = (batch, loop.create_future())
+            batch.add_done_callback(self._batch_done)
+            loop.call_soon(self.store.commit_batch)
+
+    async def _settled(self, batch: Batch) -> None:
+        pending = self._pending
+        if batch.open and pending is not None and pending[0] is batch:
+            await pending[1]
+        if batch.error is not None:
+            raise RuntimeError("the group commit failed") from batch.error
+
+    def _batch_done(self, batch: Batch) -> None:
+        pending = self._pending
+        if pending is not None and pending[0] is batch:
+            self._pending = None
+            pending[1].set_result(None)
+        if batch.appended:
+            self.committed()
+
+    def _run(
+        self, action: str, params: dict[str, Any], account_id: str, region: str, *, batch: bool
+    ) -> tuple[dict, Batch | None]:
         self.ensure_region(account_id, region)
         spec = ACTIONS[action]
         dry_run = bool(params.pop("dry_run", False))
         try:
+            if (spec.write or dry_run) and batch and self.store.batches:
+                with self.store.write_in_batch() as (btx, joined):
+                    self._commit_soon(joined)
+                    result = spec.handler(
+                        Ctx(btx.conn, account_id, region, self.config, btx), params
+                    )
+                    if dry_run:
+                        raise _DryRunOk
+                return result, joined
             if spec.write or dry_run:
                 with self.store.write() as tx:
                     result = spec.handler(Ctx(tx.conn, account_id, region, self.config, tx), params)
@@ -202,7 +253,7 @@ class Api:
             raise ApiError(
                 "DryRunOperation", "Request would have succeeded, but DryRun flag is set.", 412
             ) from None
-        return result
+        return result, None
 
 
 def _region_ready(conn: Any, account_id: str, region: str, config: Config) -> bool:
@@ -308,7 +359,7 @@ async def serve_ec2(api: Api, scope: Scope, receive: Receive) -> tuple[int, byte
         decoded = codec.decode_request(action, params)
         if api.store.is_sqlite:
             # a local SQLite call takes well under a millisecond: a thread hop costs more
-            result = api.run(action, decoded, account_id, region)
+            result = await api.run_on_loop(action, decoded, account_id, region)
         else:
             result = await run_in_threadpool(api.run, action, decoded, account_id, region)
         return 200, codec.encode_response(action, result, request_id), request_id
