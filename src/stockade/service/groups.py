@@ -60,7 +60,9 @@ _INSERT_RULE = Sql(
     f"INSERT INTO sg_rules ({RULE_ROWS.columns}) "
     f"VALUES ({', '.join('?' * len(schema.rules.columns))})"
 )
-_DELETE_RULES = Sql("DELETE FROM sg_rules WHERE id IN ({in})")
+_DELETE_RULES_RETURNING = Sql(
+    f"DELETE FROM sg_rules WHERE id IN ({{in}}) RETURNING {RULE_ROWS.columns}"
+)
 _GROUP_OF_OWNER = Sql(
     f"SELECT {GROUP_ROWS.columns} FROM security_groups "
     "WHERE id = ? AND region = ? AND account_id = ?"
@@ -269,34 +271,19 @@ def default_vpc_id_or_none(ctx: Ctx) -> str | None:
     return found[0][0] if found else None
 
 
-_GROUP_AND_RULES = Sql(
-    f"SELECT {', '.join('g.' + c for c in GROUP_ROWS.columns.split(', '))}, "
-    f"{', '.join('r.' + c for c in RULE_ROWS.columns.split(', '))} "
-    "FROM security_groups g LEFT JOIN sg_rules r ON r.group_id = g.id "
-    "WHERE g.id = ? AND g.account_id = ? AND g.region = ? ORDER BY r.seq"
+# A group's rules as authorize and revoke compare them: RuleSpec.row_key's fields, then seq
+# and id, as plain tuples (building full rows cost more than the query). SQLite's 0/1 for
+# egress compares and hashes as the booleans of RuleSpec.key do.
+_RULE_KEYS = Sql(
+    "SELECT egress, protocol, from_port, to_port, cidr_ipv4, cidr_ipv6, prefix_list_id, "
+    "ref_group_id, seq, id FROM sg_rules WHERE group_id = ?"
 )
-_GROUP_WIDTH = len(schema.security_groups.columns)
+_KEY, _SEQ, _ID = slice(0, 8), 8, 9
 
 
-def target_group_and_rules(ctx: Ctx, params: Params) -> tuple[Row, list[Row]]:
-    """:func:`target_group` and its rules (``existing_rules``), in one query when by id."""
-    if not params.get("group_id"):
-        group = target_group(ctx, params)
-        return group, existing_rules(ctx, group.id)
-    group_id = params["group_id"]
-    kind = resources.KINDS["sg"]
-    check_id(group_id, "sg", kind.malformed)
-    found = execute(ctx.conn, _GROUP_AND_RULES, (group_id, ctx.account_id, ctx.region)).fetchall()
-    if not found:
-        raise ApiError(kind.not_found, kind.not_found_message.format(id=group_id))
-    sqlite = ctx.conn.dialect.name == "sqlite"
-    make_group = GROUP_ROWS.sqlite_make if sqlite else GROUP_ROWS.make
-    make_rule = RULE_ROWS.sqlite_make if sqlite else RULE_ROWS.make
-    n = _GROUP_WIDTH
-    group = make_group(found[0][:n])
-    if found[0][n] is None:  # no rule: the LEFT JOIN's one row of NULLs
-        return group, []
-    return group, [make_rule(row[n:]) for row in found]
+def rule_keys(ctx: Ctx, group_id: str) -> list[tuple]:
+    """``(*RuleSpec.row_key, seq, id)`` of each of the group's rules."""
+    return execute(ctx.conn, _RULE_KEYS, (group_id,)).fetchall()
 
 
 def target_group(ctx: Ctx, params: Params) -> Row:
@@ -564,13 +551,13 @@ def existing_rules(ctx: Ctx, group_id: str) -> list[Row]:
 
 
 def insert_rules(
-    ctx: Ctx, group: Row, specs: list[RuleSpec], current: list[Row] | None = None
+    ctx: Ctx, group: Row, specs: list[RuleSpec], current: list[tuple] | None = None
 ) -> list[Row]:
     """Add ``specs`` to ``group`` after EC2's duplicate and quota checks (``current``: the
-    group's rules, when the caller has them already)."""
+    group's :func:`rule_keys`, when the caller has them already)."""
     if current is None:
-        current = existing_rules(ctx, group.id)
-    seen = {RuleSpec.row_key(r) for r in current}
+        current = rule_keys(ctx, group.id)
+    seen = {r[_KEY] for r in current}
     for spec in specs:
         if spec.key in seen:
             raise ApiError(
@@ -578,14 +565,14 @@ def insert_rules(
             )
         seen.add(spec.key)
     for egress in (False, True):
-        count = sum(1 for r in current if r.egress == egress)
+        count = sum(1 for r in current if bool(r[0]) == egress)
         count += sum(1 for s in specs if s.egress == egress)
         if count > ctx.config.max_rules_per_group:
             raise ApiError(
                 "RulesPerSecurityGroupLimitExceeded",
                 "The maximum number of rules per security group has been reached.",
             )
-    seq = max((r.seq for r in current), default=0)
+    seq = max((r[_SEQ] for r in current), default=0)
     rows = []
     for spec in specs:
         seq += 1
@@ -862,9 +849,9 @@ def _described(ctx: Ctx, rows: list[Row], filters: list[tuple[str, list]]) -> li
 def _authorize(ctx: Ctx, p: Params, egress: bool) -> Result:
     if egress and not p.get("group_id"):
         raise ApiError("MissingParameter", "The request must contain the parameter groupId")
-    group, current = target_group_and_rules(ctx, p)
+    group = target_group(ctx, p)
     specs = specs_from_permissions(ctx, group, permissions_from_params(p), egress)
-    rows = insert_rules(ctx, group, specs, current)
+    rows = insert_rules(ctx, group, specs)
     for row in rows:
         resources.tag_specifications(ctx, p, "security-group-rule", row.id)
     log_rules(ctx, group)
@@ -908,11 +895,12 @@ def _revoke(ctx: Ctx, p: Params, egress: bool) -> Result:
     rule_ids = p.get("security_group_rule_ids") or []
     if egress and not p.get("group_id"):
         raise ApiError("MissingParameter", "The request must contain the parameter groupId")
-    group, rules = target_group_and_rules(ctx, p)
-    current = [r for r in rules if r.egress == egress]
+    group = target_group(ctx, p)
+    current = [r for r in rule_keys(ctx, group.id) if bool(r[0]) == egress]
     unknown: list[Result] = []
+    doomed: list[str] = []
     if rule_ids:
-        by_id = {r.id: r for r in current}
+        by_id = {r[_ID] for r in current}
         for rid in rule_ids:
             check_id(rid, "sgr", "InvalidSecurityGroupRuleId.Malformed")
             if rid not in by_id:
@@ -920,15 +908,14 @@ def _revoke(ctx: Ctx, p: Params, egress: bool) -> Result:
                     "InvalidSecurityGroupRuleId.NotFound",
                     f"The security group rule ID '{rid}' does not exist",
                 )
-        doomed = [by_id[rid] for rid in dict.fromkeys(rule_ids)]
+        doomed = list(dict.fromkeys(rule_ids))
     else:
-        by_key = {RuleSpec.row_key(r): r for r in current}
+        by_key = {r[_KEY]: r[_ID] for r in current}
         specs = specs_from_permissions(ctx, group, permissions_from_params(p), egress)
-        doomed = []
         vpc_default: bool | None = None
         for spec in specs:
-            row = by_key.get(spec.key)
-            if row is None:
+            rid = by_key.get(spec.key)
+            if rid is None:
                 if vpc_default is None:
                     vpc_default = group.vpc_id == default_vpc_id(ctx)
                 if not vpc_default:
@@ -937,14 +924,16 @@ def _revoke(ctx: Ctx, p: Params, egress: bool) -> Result:
                         "The specified rule does not exist in this security group.",
                     )
                 unknown.append(permissions_of([spec])[0])
-            elif row not in doomed:
-                doomed.append(row)
-    ids = [r.id for r in doomed]
-    if ids:
-        resources.drop_tags(ctx, ids)
-        execute(ctx.conn, _DELETE_RULES.expand(len(ids)), ids)
+            elif rid not in doomed:
+                doomed.append(rid)
+    rows: list[Row] = []
+    if doomed:
+        resources.drop_tags(ctx, doomed)
+        deleted = RULE_ROWS.rows(ctx.conn, _DELETE_RULES_RETURNING.expand(len(doomed)), doomed)
+        by_id_row = {r.id: r for r in deleted}
+        rows = [by_id_row[rid] for rid in doomed]
         log_rules(ctx, group)
-    out: Result = {"return": True, "revoked_security_group_rules": [_revoked(r) for r in doomed]}
+    out: Result = {"return": True, "revoked_security_group_rules": [_revoked(r) for r in rows]}
     if unknown:
         out["unknown_ip_permissions"] = unknown
     return out
