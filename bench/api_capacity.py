@@ -245,8 +245,25 @@ def run_wrk(url: str, script: Path, seconds: int) -> dict[str, float]:
     }
 
 
-def workloads(target: Target, groups: list[str], n: int) -> dict[str, list]:
-    """Pre-signed requests per workload (signatures stay valid for 5 minutes)."""
+def median(slices: list[dict[str, float]]) -> dict[str, Any]:
+    """One figure from several wrk runs: the median of each, answers counted in all."""
+    import statistics
+
+    out: dict[str, Any] = {
+        key: statistics.median(s[key] for s in slices) for key in ("rps", "p50_ms", "p99_ms")
+    }
+    out["non_2xx"] = sum(int(s["non_2xx"]) for s in slices)
+    out["slices_rps"] = [s["rps"] for s in slices]
+    return out
+
+
+WORKLOADS = ("describe-by-id", "describe-filter", "describe-rules", "write-mix")
+ROUNDS = 3  # slices per workload and server in bench/run.py (see measure)
+
+
+def workloads(target: Target, groups: list[str], n: int, salt: int = 0) -> dict[str, list]:
+    """Pre-signed requests per workload (signatures stay valid for 5 minutes); ``salt``
+    gives the write mix rules of its own (ports of another range)."""
     picks = [groups[(i * 7919) % len(groups)] for i in range(n)]
     by_id = [target.sign({"Action": "DescribeSecurityGroups", "GroupId.1": g}) for g in picks]
     by_filter = [
@@ -275,8 +292,8 @@ def workloads(target: Target, groups: list[str], n: int) -> dict[str, list]:
         perm = {
             "GroupId": g,
             "IpPermissions.1.IpProtocol": "udp",
-            "IpPermissions.1.FromPort": str(1000 + i),
-            "IpPermissions.1.ToPort": str(1000 + i),
+            "IpPermissions.1.FromPort": str(1000 + salt * (n // 2) + i),
+            "IpPermissions.1.ToPort": str(1000 + salt * (n // 2) + i),
             "IpPermissions.1.IpRanges.1.CidrIp": "192.0.2.0/24",
         }
         pairs.append(
@@ -377,13 +394,22 @@ def measure(
         targets.append(moto)
         stack.callback(moto.stop)
         wait_http(moto.url + "/moto-api/", proc)
-        steps = len(sizes) * 5 * len(targets)
+        rounds = ROUNDS if seconds >= ROUNDS else 1
+        steps = len(sizes) * (1 + 4 * rounds) * len(targets)
         task = progress.add_task("api capacity", total=steps) if progress else None
+
+        def step(description: str | None = None) -> None:
+            if progress is not None and task is not None:
+                if description is None:
+                    progress.advance(task)
+                else:
+                    progress.update(task, description=description)
+
         have = {t.name: 0 for t in targets}
         for size in sizes:
+            signed: dict[str, list[dict[str, list]]] = {}
             for t in targets:
-                if progress is not None and task is not None:
-                    progress.update(task, description=f"capacity: filling {t.name} to {size}")
+                step(f"capacity: filling {t.name} to {size}")
                 if t.name == "moto":
                     resp = httpx.post(
                         t.url + "/_bench/fill",
@@ -397,21 +423,32 @@ def measure(
                 have[t.name] = size
                 t.client().describe_security_groups(GroupIds=groups[:1])  # warm up (moto loads
                 # its EC2 responses on the first request)
-                if progress is not None and task is not None:
-                    progress.advance(task)
-                signed = workloads(t, groups, signed_n)
+                # each round writes rules of its own (signatures stay valid for 5 minutes)
+                signed[t.name] = [workloads(t, groups, signed_n, r) for r in range(rounds)]
                 warm = Path(tmp) / f"{t.name}-warm-up.lua"  # 1 s of reads, not recorded
-                write_script(warm, signed["describe-by-id"])
+                write_script(warm, signed[t.name][0]["describe-by-id"])
                 run_wrk(t.url, warm, 1)
-                for name, reqs in signed.items():
-                    if progress is not None and task is not None:
-                        progress.update(task, description=f"capacity: {t.name} {size} {name}")
-                    script = Path(tmp) / f"{t.name}-{name}.lua"
-                    write_script(script, reqs, THREADS if name == "write-mix" else 1)
-                    stats = run_wrk(t.url, script, seconds)
-                    results.append({"server": t.name, "groups": size, "workload": name, **stats})
-                    if progress is not None and task is not None:
-                        progress.advance(task)
+                step()
+            # The servers take turns: every workload runs in short slices, server after
+            # server, and each server's figure is the median of its slices. A slow spell of
+            # this shared machine (its speed drifts 10-40% within minutes) then falls on all
+            # of them alike instead of on whichever server ran at the time.
+            runs: dict[tuple[str, str], list[dict[str, float]]] = {}
+            for r in range(rounds):
+                order = targets if r % 2 == 0 else targets[::-1]
+                for name in WORKLOADS:
+                    for t in order:
+                        step(f"capacity: {size} groups, {name}, round {r + 1}: {t.name}")
+                        script = Path(tmp) / f"{t.name}-{name}.lua"
+                        reqs = signed[t.name][r][name]
+                        write_script(script, reqs, THREADS if name == "write-mix" else 1)
+                        stats = run_wrk(t.url, script, seconds // rounds)
+                        runs.setdefault((t.name, name), []).append(stats)
+                        step()
+            for (server, name), slices in runs.items():
+                results.append(
+                    {"server": server, "groups": size, "workload": name} | median(slices)
+                )
     return results
 
 

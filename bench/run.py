@@ -46,7 +46,7 @@ def capacity(quick: bool, progress: Progress) -> Section:
     sizes = [100] if quick else [100, 1000, 10000]
     workers = 1 if quick else 2
     results = api_capacity.measure(
-        sizes, 1 if quick else 5, 200 if quick else 2000, progress, workers=workers
+        sizes, 1 if quick else 6, 200 if quick else 2000, progress, workers=workers
     )
     section = Section("api_capacity", data={"sizes": sizes, "results": results})
     many = f"stockade-{workers}w"
