@@ -4,18 +4,20 @@ The same workload against Stockade, moto and the floor (``floor_server.py``: can
 replies, so what remains is boto3 + HTTP + uvicorn): create N groups; authorize 5 rules on
 each in one call (3 CIDR, 2 group references); describe every group, paginated (100 a
 page; moto ignores MaxResults and answers everything in one page); revoke the 5 rules;
-delete the groups. Per call: mean, p50, p99 by operation, and the ratio to the floor.
+delete the groups. The three servers run at once and take turns, 50 calls each. Per call:
+mean, p50, p99 by operation, and the ratio to the floor.
 ``python bench/api_latency.py [--quick]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import boto3
@@ -57,14 +59,14 @@ def permissions(i: int, ids: list[str]) -> list[dict[str, Any]]:
     ]
 
 
-def workload(client: Any, n: int, tick: Callable[[], None]) -> dict[str, list[float]]:
-    """Run the workload once; seconds per call, by operation."""
-    times: dict[str, list[float]] = {op: [] for op in OPS}
+def workload(client: Any, n: int, times: dict[str, list[float]]) -> Iterator[None]:
+    """The workload, one call per step (so servers can take turns); seconds per call, by
+    operation, go to ``times``."""
 
     def timed(op: str, fn: Callable[..., Any], **kw: Any) -> Any:
         start = time.perf_counter()
         out = fn(**kw)
-        times[op].append(time.perf_counter() - start)
+        times.setdefault(op, []).append(time.perf_counter() - start)
         return out
 
     client.describe_security_groups(MaxResults=5)  # warm up: connection, lazy loading
@@ -78,7 +80,7 @@ def workload(client: Any, n: int, tick: Callable[[], None]) -> dict[str, list[fl
                 Description="latency",
             )["GroupId"]
         )
-        tick()
+        yield
     for i, gid in enumerate(ids):
         timed(
             "authorize",
@@ -86,7 +88,7 @@ def workload(client: Any, n: int, tick: Callable[[], None]) -> dict[str, list[fl
             GroupId=gid,
             IpPermissions=permissions(i, ids),
         )
-        tick()
+        yield
     token, seen = None, 0
     for _ in range(n // PAGE + 10):  # bounded
         kw: dict[str, Any] = {"MaxResults": PAGE}
@@ -95,6 +97,7 @@ def workload(client: Any, n: int, tick: Callable[[], None]) -> dict[str, list[fl
         page = timed("describe page", client.describe_security_groups, **kw)
         seen += len(page["SecurityGroups"])
         token = page.get("NextToken")
+        yield
         if not token:
             break
     for i, gid in enumerate(ids):
@@ -104,13 +107,12 @@ def workload(client: Any, n: int, tick: Callable[[], None]) -> dict[str, list[fl
             GroupId=gid,
             IpPermissions=permissions(i, ids),
         )
-        tick()
+        yield
     for gid in ids:
         timed("delete", client.delete_security_group, GroupId=gid)
-        tick()
+        yield
     if seen < n:
         raise RuntimeError(f"describe saw {seen} groups of {n}")
-    return times
 
 
 def _client(url: str, key: str, secret: str) -> Any:
@@ -153,41 +155,50 @@ def stats(samples: list[float]) -> dict[str, float]:
     }
 
 
+TURN = 50  # calls a server gets before the next one takes its turn
+
+
 def run(quick: bool, progress: Progress | None = None) -> Section:
     n = 50 if quick else 1000
     servers = ("stockade", "moto", "floor")
     task = progress.add_task("api latency", total=4 * n * len(servers)) if progress else None
-
-    def tick() -> None:
-        if progress is not None and task is not None:
-            progress.advance(task)
-
+    if progress is not None and task is not None:
+        progress.update(task, description=f"latency: {', '.join(servers)}, {n} groups")
+    times: dict[str, dict[str, list[float]]] = {name: {op: [] for op in OPS} for name in servers}
+    with contextlib.ExitStack() as stack:  # every server stopped, even on errors
+        steps: dict[str, Iterator[None]] = {}
+        for name in servers:
+            if name == "stockade":
+                server = start_stockade()
+                stack.callback(server.stop)
+                client = _client(server.url, server.key, server.secret)
+            else:
+                if name == "moto":
+                    cmd = ["-m", "moto.server", "-p"]
+                    probe = "/moto-api/"
+                else:
+                    cmd = [str(ROOT / "bench" / "floor_server.py"), "--groups", str(n), "--port"]
+                    probe = "/"
+                proc, url = _serve(cmd, probe)
+                stack.callback(stop_process, proc)
+                client = _client(url, "AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCY")
+            steps[name] = workload(client, n, times[name])
+        # The servers take turns, TURN calls each, so that a slow spell of this shared
+        # machine (its speed drifts 10-40% within minutes) falls on all of them alike
+        # instead of on whichever server ran its whole workload at the time.
+        while steps:
+            for name in list(steps):
+                for _ in range(TURN):
+                    if next(steps[name], "done") == "done":
+                        del steps[name]
+                        break
+                    if progress is not None and task is not None:
+                        progress.advance(task)
     results: dict[str, dict[str, dict[str, float]]] = {}
     for name in servers:
-        if progress is not None and task is not None:
-            progress.update(task, description=f"latency: {name}, {n} groups")
-        if name == "stockade":
-            server = start_stockade()
-            try:
-                times = workload(_client(server.url, server.key, server.secret), n, tick)
-            finally:
-                server.stop()
-        else:
-            if name == "moto":
-                cmd = ["-m", "moto.server", "-p"]
-                probe = "/moto-api/"
-            else:
-                cmd = [str(ROOT / "bench" / "floor_server.py"), "--groups", str(n), "--port"]
-                probe = "/"
-            proc, url = _serve(cmd, probe)
-            try:
-                client = _client(url, "AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCY")
-                times = workload(client, n, tick)
-            finally:
-                stop_process(proc)
-        every = [t for op in OPS for t in times[op]]
-        writes = [t for op in OPS if op != "describe page" for t in times[op]]
-        results[name] = {op: stats(times[op]) for op in OPS}
+        every = [t for op in OPS for t in times[name][op]]
+        writes = [t for op in OPS if op != "describe page" for t in times[name][op]]
+        results[name] = {op: stats(times[name][op]) for op in OPS}
         results[name]["all calls"] = stats(every)
         results[name]["writes"] = stats(writes)
     return report(results, n)
