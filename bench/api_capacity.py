@@ -220,6 +220,26 @@ def lagged(pairs: list[tuple[Any, Any]], lag: int) -> list[Any]:
     return out
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) the process ``pid`` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def quiesce(pid: int, limit: float = 30.0) -> None:
+    """Wait (at most ``limit`` seconds) until the server ``pid`` is idle: when wrk stops, a
+    slow server still works through the requests it has taken (moto, at 10,000 groups,
+    for seconds), and that must not eat into the next server's turn."""
+    deadline = time.monotonic() + limit
+    last = cpu_seconds(pid)
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = cpu_seconds(pid)
+        if now - last < 0.005:  # under 5% of a core over the last 0.1 s
+            return
+        last = now
+
+
 def run_wrk(url: str, script: Path, seconds: int) -> dict[str, float]:
     out = subprocess.run(
         ["wrk", f"-t{THREADS}", "-c8", f"-d{seconds}s", "--latency", "-s", str(script), url + "/"],
@@ -443,6 +463,7 @@ def measure(
                         reqs = signed[t.name][r][name]
                         write_script(script, reqs, THREADS if name == "write-mix" else 1)
                         stats = run_wrk(t.url, script, seconds // rounds)
+                        quiesce(t.proc.pid)
                         runs.setdefault((t.name, name), []).append(stats)
                         step()
             for (server, name), slices in runs.items():
