@@ -115,20 +115,6 @@ class RuleSpec:
             self.ref_group_id,
         )
 
-    @staticmethod
-    def row_key(row: Row) -> tuple:
-        """``RuleSpec.from_row(row).key``, without building the spec."""
-        return (
-            row.egress,
-            row.protocol,
-            row.from_port,
-            row.to_port,
-            row.cidr_ipv4,
-            row.cidr_ipv6,
-            row.prefix_list_id,
-            row.ref_group_id,
-        )
-
     @classmethod
     def from_row(cls, row: Row) -> RuleSpec:
         return cls(
@@ -271,7 +257,7 @@ def default_vpc_id_or_none(ctx: Ctx) -> str | None:
     return found[0][0] if found else None
 
 
-# A group's rules as authorize and revoke compare them: RuleSpec.row_key's fields, then seq
+# A group's rules as authorize and revoke compare them: RuleSpec.key's fields, then seq
 # and id, as plain tuples (building full rows cost more than the query). SQLite's 0/1 for
 # egress compares and hashes as the booleans of RuleSpec.key do.
 _RULE_KEYS = Sql(
@@ -282,7 +268,7 @@ _KEY, _SEQ, _ID = slice(0, 8), 8, 9
 
 
 def rule_keys(ctx: Ctx, group_id: str) -> list[tuple]:
-    """``(*RuleSpec.row_key, seq, id)`` of each of the group's rules."""
+    """``(*RuleSpec.key, seq, id)`` of each of the group's rules."""
     return execute(ctx.conn, _RULE_KEYS, (group_id,)).fetchall()
 
 
