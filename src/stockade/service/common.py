@@ -13,7 +13,7 @@ import functools
 import json
 import os
 import re
-import secrets
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -111,8 +111,29 @@ class Ctx:
 # --- ids ---------------------------------------------------------------------------------
 
 
+class _IdBytes(threading.local):
+    """Random bytes for ids, read from the OS 4 KiB at a time: one ``getrandom`` call per
+    ~450 ids instead of one per id (a write that adds 5 rules made 5 of them). A forked
+    process starts a pool of its own, so no two processes hand out the same bytes."""
+
+    def __init__(self) -> None:
+        self.pool = b""
+        self.at = 0
+
+    def take(self, n: int) -> bytes:
+        if self.at + n > len(self.pool):
+            self.pool, self.at = os.urandom(4096), 0
+        start = self.at
+        self.at = start + n
+        return self.pool[start : self.at]
+
+
+_id_bytes = _IdBytes()
+os.register_at_fork(after_in_child=_id_bytes.__init__)
+
+
 def new_id(prefix: str) -> str:
-    return f"{prefix}-{secrets.token_hex(9)[:17]}"
+    return f"{prefix}-{_id_bytes.take(9).hex()[:17]}"
 
 
 @functools.cache

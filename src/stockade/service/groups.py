@@ -33,7 +33,7 @@ from stockade.service.common import (
     parse_filters,
 )
 from stockade.store import schema
-from stockade.store.db import Sql, execute, row_type
+from stockade.store.db import Sql, execute, execute_many, row_type
 
 PROTOCOL_NAMES = {"tcp": "6", "udp": "17", "icmp": "1", "icmpv6": "58", "-1": "-1"}
 PROTOCOL_LABELS = {v: k for k, v in PROTOCOL_NAMES.items()}
@@ -580,8 +580,8 @@ def insert_rules(
             ref_user_id=spec.ref_user_id,
             description=spec.description,
         )
-        execute(ctx.conn, _INSERT_RULE, row)
         rows.append(row)
+    execute_many(ctx.conn, _INSERT_RULE, rows)
     return rows
 
 

@@ -132,6 +132,15 @@ def execute(conn: Connection, sql: Sql, params: Sequence[Any] = ()) -> Any:
     return raw.execute(sql.pg, params)
 
 
+def execute_many(conn: Connection, sql: Sql, rows: Sequence[Sequence[Any]]) -> None:
+    """Run ``sql`` once per row of parameters, in one call to the driver."""
+    raw = conn.connection.driver_connection
+    if conn.dialect.name == "sqlite":
+        raw.executemany(sql.sqlite, rows)
+    else:
+        raw.cursor().executemany(sql.pg, rows)
+
+
 class RowType:
     """Rows of one table as named tuples (attribute access like SQLAlchemy's ``Row``)."""
 
