@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from stockade.store.db import Store, agent_token, read_changes
+from test_group_commit import check_concurrent_authorizes
 
 from conftest import BIN, Server, free_port, stop_server, wait_until
 
@@ -66,6 +67,12 @@ def test_two_worker_processes_serve(workers_server):
         for _ in range(10)
     }
     assert answers == {("default",)}
+
+
+def test_concurrent_duplicates_and_dry_runs_across_workers(workers_server):
+    """Both processes batch their writes (SQLite); a rule sent twice at once is stored once,
+    wherever each copy lands, and DryRuns leave nothing."""
+    check_concurrent_authorizes(workers_server)
 
 
 def test_concurrent_writes_through_both_workers(workers_server):

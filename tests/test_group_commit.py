@@ -94,12 +94,16 @@ def _signed(server: Server, key: str, secret: str, params: dict[str, str]) -> tu
 
 
 def test_concurrent_writes_each_get_their_own_answer(sqlite_server: Server):
+    check_concurrent_authorizes(sqlite_server)
+
+
+def check_concurrent_authorizes(server: Server) -> None:
     """Many authorizes at once on one group: every rule sent twice, and a DryRun of one more
     (which runs the whole action, then rolls it back). Exactly one of each pair succeeds and
     the other gets EC2's duplicate error, every DryRun gets DryRunOperation and leaves no
     rule, and each answer comes after its commit: a describe right after sees the rules."""
-    acct = sqlite_server.account()
-    ec2 = sqlite_server.client(acct)
+    acct = server.account()
+    ec2 = server.client(acct)
     gid = ec2.create_security_group(GroupName="batch", Description="group commit")["GroupId"]
     ports = range(2000, 2040)
 
@@ -114,13 +118,13 @@ def test_concurrent_writes_each_get_their_own_answer(sqlite_server: Server):
         }
         if dry_run:
             params["DryRun"] = "true"
-        return _signed(sqlite_server, acct.access_key_id, acct.secret_access_key, params)
+        return _signed(server, acct.access_key_id, acct.secret_access_key, params)
 
     requests = [r for p in ports for r in (authorize(p), authorize(p + 100, True), authorize(p))]
 
     async def send_all() -> list[httpx.Response]:
         limits = httpx.Limits(max_connections=16)
-        async with httpx.AsyncClient(base_url=sqlite_server.url, limits=limits) as client:
+        async with httpx.AsyncClient(base_url=server.url, limits=limits) as client:
             return await asyncio.gather(
                 *(client.post("/", content=body, headers=headers) for body, headers in requests)
             )
