@@ -39,7 +39,7 @@ import stockade.service.vpcs  # noqa: F401  (registers actions)
 from stockade import accounts
 from stockade.api import codec, hosts, sigv4
 from stockade.errors import ApiError
-from stockade.service.common import ACTIONS, REGIONS, Config, Ctx
+from stockade.service.common import ACTIONS, REGIONS, Config, Ctx, random_bytes
 from stockade.service.vpcs import ensure_region
 from stockade.store.db import Store, Tx, agent_token, read_changes
 
@@ -349,7 +349,7 @@ async def _read_body(receive: Receive) -> bytes:
 
 def _request_id() -> str:
     """A random (version 4) UUID, as ``str(uuid.uuid4())`` spells it, a little cheaper."""
-    h = os.urandom(16).hex()
+    h = random_bytes(16).hex()
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import datetime as dt
 import fcntl
 import functools
 import json
@@ -17,6 +16,7 @@ import logging
 import os
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -44,9 +44,17 @@ log = logging.getLogger("stockade.store")
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
+_second: tuple[int, str] = (-1, "")  # the last whole second utcnow() formatted, and its text
+
+
 def utcnow() -> str:
-    # strftime("%Y-%m-%dT%H:%M:%S.%fZ"), a little cheaper
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    """``datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")``, formatting each second once."""
+    global _second
+    second, micros = divmod(time.time_ns() // 1000, 1_000_000)
+    cached = _second  # one read: another thread may replace it meanwhile
+    if cached[0] != second:
+        cached = _second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    return f"{cached[1]}.{micros:06d}Z"
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
