@@ -202,8 +202,6 @@ _LOCK_REVISION = Sql("UPDATE counters SET value = value WHERE name = 'revision' 
 # SQLite: the write lock taken outright (BEGIN IMMEDIATE), then the revision read: cheaper
 # than the UPDATE above, which has to begin a transaction, lock and rewrite the row
 _BEGIN_IMMEDIATE = "BEGIN IMMEDIATE"
-_BEGIN_READ = "BEGIN"
-_ROLLBACK = "ROLLBACK"
 _READ_REVISION = "SELECT value FROM counters WHERE name = 'revision'"
 _SET_REVISION = Sql("UPDATE counters SET value = ? WHERE name = 'revision'")
 _LOG = Sql(
@@ -448,15 +446,9 @@ class Store:
             with self.engine.connect() as conn:
                 yield conn
             return
-        # One read transaction for the whole block: its queries see one snapshot, and SQLite
-        # takes its read locks once instead of once per statement (autocommit).
-        raw = conn.connection.driver_connection
-        raw.execute(_BEGIN_READ)
         try:
             yield conn
         finally:
-            if raw.in_transaction:
-                raw.execute(_ROLLBACK)
             if conn.in_transaction():
                 conn.rollback()
 
