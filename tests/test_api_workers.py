@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import os
+import socket
 import subprocess
 import tempfile
-import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -133,27 +134,45 @@ def test_agent_reports_reach_every_worker(workers_server):
         assert hosts["hw1"]["revision"] == 3 and hosts["hw1"]["interfaces"] == 1
 
 
+def _server_has_read(server_port: int, client_port: int) -> bool:
+    """Whether the server side of the connection from ``client_port`` has read everything
+    sent to it (its receive queue in /proc/net/tcp is empty)."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote, queues = fields[1], fields[2], fields[4]
+        if int(local.split(":")[1], 16) == server_port and (
+            int(remote.split(":")[1], 16) == client_port
+        ):
+            return int(queues.split(":")[1], 16) == 0
+    return False
+
+
 def test_long_poll_sees_another_workers_commit(workers_server):
+    """An agent's long poll, waiting in one worker, ends when another process commits: the
+    WAL watch wakes it (SQLite), well before the 5 s safety poll. The commit comes from this
+    test's own process, so it cannot be the waiting worker's own, and it is made only once
+    the worker has read the request (so the poll is waiting, not about to start)."""
     token = agent_token(workers_server.store)
-    auth = {"Authorization": f"Bearer {token}"}
-    since = workers_server.store.revision()
-    got: dict = {}
-
-    def poll() -> None:
-        start = time.monotonic()
-        r = httpx.get(
-            f"{workers_server.url}/_stockade/v1/changes",
-            params={"since": since, "wait": 20},
-            headers=auth,
-            timeout=30,
-        )
-        got.update(r.json(), seconds=time.monotonic() - start)
-
-    waiter = threading.Thread(target=poll)
-    waiter.start()
-    time.sleep(0.3)
-    ec2 = workers_server.client(workers_server.account())
-    ec2.create_security_group(GroupName="poll", Description="poll")
-    waiter.join(30)
-    assert got["changes"] and got["changes"][0]["revision"] > since
-    assert got["seconds"] < 10  # the commit ended the wait, not the 20 s timeout
+    acct = workers_server.account()
+    port = int(workers_server.url.rsplit(":", 1)[1])
+    for round_ in range(3):
+        since = workers_server.store.revision()
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(
+                f"GET /_stockade/v1/changes?since={since}&wait=20 HTTP/1.1\r\n"
+                f"Host: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\n"
+                "Connection: close\r\n\r\n".encode()
+            )
+            client_port = sock.getsockname()[1]
+            read = functools.partial(_server_has_read, port, client_port)
+            wait_until(read, 10, "the request to be read")
+            with workers_server.store.write() as tx:
+                tx.log(acct.account_id, "us-east-1", "tags.changed", f"sg-{round_:08x}")
+            sock.settimeout(4)  # shorter than the safety poll: only a wake-up answers in time
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), head
+        changes = json.loads(body)["changes"]
+        assert changes and changes[0]["revision"] > since

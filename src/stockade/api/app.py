@@ -42,6 +42,7 @@ from stockade.errors import ApiError
 from stockade.service.common import ACTIONS, REGIONS, Config, Ctx, random_bytes
 from stockade.service.vpcs import ensure_region
 from stockade.store.db import Store, Tx, agent_token, read_changes
+from stockade.store.watch import WalWatch
 
 log = logging.getLogger("stockade.api")
 
@@ -73,10 +74,17 @@ class Api:
         default_factory=list
     )
 
+    _watch: WalWatch | None = None
+
     @property
     def poll_interval(self) -> float:
-        """How often a long poll looks for commits it was not woken for (other processes')."""
-        return 0.1 if self.shared else 1.0
+        """How often a long poll looks for commits it was not woken for (other processes').
+
+        With ``--workers``, the other workers' commits wake the loop through the WAL watch,
+        so the poll is only a safety net; without the watch, it polls often."""
+        if self.shared:
+            return 0.1 if self._watch is None else 5.0
+        return 1.0
 
     def record_agent(self, report: dict[str, Any]) -> None:
         """Keep an agent's status report (``report["host"]`` names it)."""
@@ -93,6 +101,15 @@ class Api:
     def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._event = asyncio.Event()
+        if self.shared and self.store.path is not None:
+            watch = WalWatch(self.store.path, self._wake)
+            if watch.start(loop):
+                self._watch = watch
+
+    def unbind_loop(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
 
     def changed_event(self) -> asyncio.Event:
         if self._event is None:
@@ -118,7 +135,8 @@ class Api:
             if newest > since or remaining <= 0:
                 return
             with contextlib.suppress(TimeoutError):
-                # woken by a commit in this process; other writers are seen at the next poll
+                # woken by a commit in this process, or (--workers) by another worker's
+                # through the WAL watch; other writers are seen at the next poll
                 await asyncio.wait_for(event.wait(), min(remaining, self.poll_interval))
 
     def committed(self) -> None:
@@ -459,6 +477,7 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
     gc.collect()
     gc.freeze()
     yield
+    app.state.api.unbind_loop()
 
 
 class App(Starlette):

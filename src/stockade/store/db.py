@@ -419,6 +419,7 @@ class Store:
         database = self.engine.url.database if self.is_sqlite else None
         # a file (an in-memory database is private to its connection)
         self._file = bool(database) and database != ":memory:" and "mode=memory" not in self.url
+        self.path: str | None = database if self._file else None  # the SQLite file, if any
         self._readers: dict[int, Connection] = {}
         self._readers_lock = threading.RLock()
         self._reader_engine: Engine | None = None
