@@ -278,6 +278,29 @@ def median(slices: list[dict[str, float]]) -> dict[str, Any]:
 
 
 WORKLOADS = ("describe-by-id", "describe-filter", "describe-rules", "write-mix")
+BARE_WORKLOADS = ("describe-by-id", "write-mix")  # what bench/bare_server.py answers
+
+
+def workloads_of(target: Target) -> tuple[str, ...]:
+    return BARE_WORKLOADS if target.name == "bare" else WORKLOADS
+
+
+def start_bare(tmp: str) -> Target:
+    """``bench/bare_server.py``: SigV4 and one SQLite read or write per request, no more."""
+    import bare_server
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / "bare_server.py"), "--port", str(port), "--db",
+         os.path.join(tmp, "bare.db")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    wait_http(url + "/", proc)
+    return Target("bare", url, bare_server.KEY, bare_server.SECRET, proc)
+
+
 ROUNDS = 3  # slices per workload and server in bench/run.py (see measure)
 
 
@@ -414,8 +437,11 @@ def measure(
         targets.append(moto)
         stack.callback(moto.stop)
         wait_http(moto.url + "/moto-api/", proc)
+        bare = start_bare(tmp)
+        targets.append(bare)
+        stack.callback(bare.stop)
         rounds = ROUNDS if seconds >= ROUNDS else 1
-        steps = len(sizes) * (1 + 4 * rounds) * len(targets)
+        steps = len(sizes) * sum(1 + len(workloads_of(t)) * rounds for t in targets)
         task = progress.add_task("api capacity", total=steps) if progress else None
 
         def step(description: str | None = None) -> None:
@@ -426,11 +452,14 @@ def measure(
                     progress.update(task, description=description)
 
         have = {t.name: 0 for t in targets}
+        filled: dict[str, list[str]] = {}
         for size in sizes:
             signed: dict[str, list[dict[str, list]]] = {}
             for t in targets:
                 step(f"capacity: filling {t.name} to {size}")
-                if t.name == "moto":
+                if t.name == "bare":  # holds no groups: it is sent Stockade's ids
+                    groups = filled["stockade"]
+                elif t.name == "moto":
                     resp = httpx.post(
                         t.url + "/_bench/fill",
                         json={"start": have["moto"], "count": size},
@@ -441,8 +470,9 @@ def measure(
                 else:
                     groups = populate(t, size, have[t.name])
                 have[t.name] = size
-                t.client().describe_security_groups(GroupIds=groups[:1])  # warm up (moto loads
-                # its EC2 responses on the first request)
+                filled[t.name] = groups
+                if t.name != "bare":  # warm up (moto loads its EC2 responses on first use)
+                    t.client().describe_security_groups(GroupIds=groups[:1])
                 # each round writes rules of its own (signatures stay valid for 5 minutes)
                 signed[t.name] = [workloads(t, groups, signed_n, r) for r in range(rounds)]
                 warm = Path(tmp) / f"{t.name}-warm-up.lua"  # 1 s of reads, not recorded
@@ -458,6 +488,8 @@ def measure(
                 order = targets if r % 2 == 0 else targets[::-1]
                 for name in WORKLOADS:
                     for t in order:
+                        if name not in workloads_of(t):
+                            continue
                         step(f"capacity: {size} groups, {name}, round {r + 1}: {t.name}")
                         script = Path(tmp) / f"{t.name}-{name}.lua"
                         reqs = signed[t.name][r][name]

@@ -75,6 +75,12 @@ def capacity(quick: bool, progress: Progress) -> Section:
                 cells += [fmt(s2["rps"]), latency(s2), f"{fmt(ratio(s2['rps'], m['rps']), 1)}x"]
             t.add_row(w, f"{size:,}", *cells)
     section.tables.append(t)
+    for w in workloads:
+        bare = [index.get(("bare", w, size)) for size in sizes]
+        if all(bare):
+            pairs = zip(bare, sizes, strict=True)
+            figures = ", ".join(f"{fmt(b['rps'])} at {size:,}" for b, size in pairs)
+            section.notes.append(f"the bare handler, {w} (req/s): {figures}")
     errors = [r for r in results if r.get("non_2xx")]
     for r in errors:
         section.notes.append(
@@ -100,6 +106,26 @@ def capacity(quick: bool, progress: Progress) -> Section:
                     fmt(s2["rps"]),
                     f"moto {fmt(m['rps'])}",
                     f"{fmt(ratio(s2['rps'], m['rps']), 1)}x",
+                    "",
+                )
+            )
+        b = index.get(("bare", w, pivot))
+        if b is not None:
+            section.summary.append(
+                Summary(
+                    f"capacity: {w}, the bare handler (SigV4 + one SQLite query) (req/s)",
+                    fmt(b["rps"]),
+                    f"moto {fmt(m['rps'])}",
+                    f"{fmt(ratio(b['rps'], m['rps']), 1)}x",
+                    "",
+                )
+            )
+            section.summary.append(
+                Summary(
+                    f"capacity: {w} at {pivot:,} groups, Stockade vs the bare handler",
+                    fmt(s["rps"]),
+                    f"bare {fmt(b['rps'])}",
+                    f"{fmt(ratio(s['rps'], b['rps']), 2)}x",
                     "",
                 )
             )
