@@ -87,39 +87,23 @@ def capacity(quick: bool, progress: Progress) -> Section:
             f"{r['server']} {r['workload']} at {r['groups']:,}: {r['non_2xx']} non-2xx answers"
         )
     pivot = 1000 if 1000 in sizes else sizes[-1]
+
+    def against_moto(label: str, r: dict[str, Any], m: dict[str, Any], goal: str = "") -> None:
+        moto = f"moto {fmt(m['rps'])}"
+        times = f"{fmt(ratio(r['rps'], m['rps']), 1)}x"
+        section.summary.append(
+            Summary(f"capacity: {label} (req/s)", fmt(r["rps"]), moto, times, goal)
+        )
+
     for w in workloads:
         s, m = index[("stockade", w, pivot)], index[("moto", w, pivot)]
-        section.summary.append(
-            Summary(
-                f"capacity: {w} at {pivot:,} groups (req/s)",
-                fmt(s["rps"]),
-                f"moto {fmt(m['rps'])}",
-                f"{fmt(ratio(s['rps'], m['rps']), 1)}x",
-                ">= 20x",
-            )
-        )
+        against_moto(f"{w} at {pivot:,} groups", s, m, ">= 20x")
         s2 = index.get((many, w, pivot))
         if s2 is not None:
-            section.summary.append(
-                Summary(
-                    f"capacity: {w} at {pivot:,} groups, serve --workers {workers} (req/s)",
-                    fmt(s2["rps"]),
-                    f"moto {fmt(m['rps'])}",
-                    f"{fmt(ratio(s2['rps'], m['rps']), 1)}x",
-                    "",
-                )
-            )
+            against_moto(f"{w} at {pivot:,} groups, serve --workers {workers}", s2, m)
         b = index.get(("bare", w, pivot))
         if b is not None:
-            section.summary.append(
-                Summary(
-                    f"capacity: {w}, the bare handler (SigV4 + one SQLite query) (req/s)",
-                    fmt(b["rps"]),
-                    f"moto {fmt(m['rps'])}",
-                    f"{fmt(ratio(b['rps'], m['rps']), 1)}x",
-                    "",
-                )
-            )
+            against_moto(f"{w}, the bare handler (SigV4 + one SQLite query)", b, m)
             section.summary.append(
                 Summary(
                     f"capacity: {w} at {pivot:,} groups, Stockade vs the bare handler",
