@@ -639,6 +639,10 @@ def test_dry_run(ec2):
         error_of(ec2.create_security_group, GroupName="default", Description="d", DryRun=True)[0]
         == "InvalidGroup.Reserved"
     )
+    # reads take DryRun too: a dry run answers DryRunOperation, DryRun=false answers as usual
+    assert error_of(ec2.describe_security_groups, DryRun=True)[0] == "DryRunOperation"
+    groups = ec2.describe_security_groups(DryRun=False)["SecurityGroups"]
+    assert [g["GroupName"] for g in groups] == ["default"]
 
 
 def test_security_group_references(ec2):
