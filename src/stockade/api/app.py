@@ -67,7 +67,8 @@ class Api:
     _ready: set[tuple[str, str]] = field(default_factory=set)
     agents: dict[str, dict[str, Any]] = field(default_factory=dict)
     # one of several processes serving the same database (``serve --workers N``): what
-    # agents report is kept in the database, and the change log is polled more often
+    # agents report is kept in the database, and the other processes' commits wake long
+    # polls through a watch on the WAL (see poll_interval)
     shared: bool = False
     # writes waiting for :meth:`_flush`: (action, params, account id, region, answer)
     _queue: list[tuple[str, dict[str, Any], str, str, asyncio.Future[dict]]] = field(
@@ -230,9 +231,9 @@ class Api:
         """Run the queued writes in one transaction, each in a savepoint of its own, commit
         it, then answer them all (a failed commit fails each of them).
 
-        The writer lock is held only while this runs: with ``serve --workers N``, another
-        process waits at most for this one callback, and its loop goes on meanwhile only
-        if it is not writing too."""
+        The writer lock is held only while this runs, never across a turn of the loop: with
+        ``serve --workers N``, another process's flush waits for this one callback at most
+        (its loop stops for that long), not for this loop's other requests."""
         queue, self._queue = self._queue, []
         outcomes: list[tuple[asyncio.Future[dict], dict | None, BaseException | None]] = []
         for action, params, account_id, region, done in queue:
