@@ -317,7 +317,7 @@ class Batch:
     and each is answered only after that commit.
     """
 
-    __slots__ = ("_callbacks", "appended", "error", "open", "start", "thread", "trans", "tx")
+    __slots__ = ("appended", "error", "open", "start", "thread", "trans", "tx")
 
     def __init__(self, tx: Tx, trans: Any) -> None:
         self.tx = tx
@@ -327,25 +327,11 @@ class Batch:
         self.open = True
         self.appended = False  # whether the committed batch logged any change
         self.error: BaseException | None = None
-        self._callbacks: list[Callable[[Batch], None]] = []
-
-    def add_done_callback(self, fn: Callable[[Batch], None]) -> None:
-        """Call ``fn(batch)`` once the batch has committed or failed (now if it has)."""
-        if self.open:
-            self._callbacks.append(fn)
-        else:
-            fn(self)
 
     def _finish(self, error: BaseException | None) -> None:
         self.open = False
         self.error = error
         self.appended = error is None and bool(self.tx.appended)
-        callbacks, self._callbacks = self._callbacks, []
-        for fn in callbacks:
-            try:
-                fn(self)
-            except Exception:  # a waiter's bug must not keep the others waiting
-                log.exception("batch callback failed")
 
 
 _SAVEPOINT = "SAVEPOINT request"
@@ -544,7 +530,7 @@ class Store:
 
     def commit_batch(self) -> Batch | None:
         """Commit the open batch, if there is one; a failed commit is rolled back and kept
-        in ``batch.error`` (each of its requests then fails). Runs the batch's callbacks."""
+        in ``batch.error`` (each of its requests then fails)."""
         batch, self._batch = self._batch, None
         if batch is None:
             return None
