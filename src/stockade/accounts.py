@@ -112,42 +112,15 @@ def secret_for(store: Store, access_key_id: str) -> tuple[str, str] | None:
     return (row.account_id, row.secret_access_key) if row else None
 
 
-OWNED_TABLES = (
-    schema.tags,
-    schema.addresses,
-    schema.network_interfaces,
-    schema.instances,
-    schema.reservations,
-    schema.key_pairs,
-    schema.rules,
-    schema.security_groups,
-    schema.subnets,
-    schema.vpcs,
-    schema.regions,
-    schema.access_keys,
-)
-
-
 def delete_account(store: Store, name: str) -> Account:
     """Delete an account and everything it owns; rules elsewhere naming its groups go too."""
+    from stockade.service.reset import purge
+
     account = get(store, name)
-    aid = account.account_id
-    r, g = schema.rules.c, schema.security_groups.c
     with store.write() as tx:
-        conn = tx.conn
-        own_groups = select(g.id).where(g.account_id == aid)
-        foreign = conn.execute(
-            select(r.id, r.group_id, r.account_id, r.region).where(
-                r.ref_group_id.in_(own_groups), r.account_id != aid
-            )
-        ).all()
-        for rule in foreign:
-            conn.execute(delete(schema.rules).where(r.id == rule.id))
-            tx.log(rule.account_id, rule.region, "group.rules", rule.group_id)
-        groups = conn.execute(select(g.id, g.region).where(g.account_id == aid)).all()
-        for table in OWNED_TABLES:
-            conn.execute(delete(table).where(table.c.account_id == aid))
-        for group in groups:
-            tx.log(aid, group.region, "group.deleted", group.id)
-        conn.execute(delete(schema.accounts).where(schema.accounts.c.id == aid))
+        purge(tx, account.account_id)
+        tx.conn.execute(
+            delete(schema.access_keys).where(schema.access_keys.c.account_id == account.account_id)
+        )
+        tx.conn.execute(delete(schema.accounts).where(schema.accounts.c.id == account.account_id))
     return account

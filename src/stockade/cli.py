@@ -32,6 +32,29 @@ DatabaseUrl = Annotated[
 ]
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            print(f"stockade {version('stockade')}")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            print("stockade (not installed: `make run` or `pip install -e .` installs it)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Stockade: EC2 security groups made real."""
+
+
 def open_store(data_dir: str | None, database_url: str | None) -> Store:
     data = config.data_dir(data_dir)
     store = Store(config.database_url(data, database_url))
@@ -483,6 +506,57 @@ def demo(
         "STOCKADE_ACCOUNT_ID": acct.account_id,
     }
     run_story(story, env, str(data))
+
+
+@app.command()
+def reset(
+    account: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--account", help="Only this account (name or 12-digit id; repeatable). Default: all."
+        ),
+    ] = None,
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Really delete (nothing happens without).")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Delete every resource of the accounts, keeping the accounts and their keys (for test
+    suites, like moto's reset); each region gets its default VPC, subnets and group again.
+
+    A running server, its agents and the sandbox see the change at once. The HTTP form is
+    `POST /_stockade/v1/reset` (the agent token, or an account's SigV4 keys)."""
+    from stockade.service import reset as reset_service
+
+    store = open_store(data_dir, database_url)
+    ids: list[str] | None = None
+    if account:
+        known = {a.name: a.account_id for a in accounts.list_all(store)}
+        known.update({aid: aid for aid in known.values()})
+        missing = [a for a in account if a not in known]
+        if missing:
+            fail(f"no account named {missing[0]!r} (see `stockade account list`)")
+        ids = [known[a] for a in account]
+    if not yes:
+        found = reset_service.inventory(store, ids)
+        err.print("[bold]stockade reset[/bold] would delete:")
+        for item in found:
+            where = ", ".join(item.regions) or "no region used yet"
+            err.print(f"  account {item.name} ({item.account_id}, {where}): {item.summary()}")
+        err.print(
+            "and then recreate each region's default VPC, subnets and default group; "
+            "the accounts and their keys stay."
+        )
+        err.print("Nothing was changed: run it again with [bold]--yes[/bold] to do it.")
+        raise typer.Exit(1)
+    done, tx = reset_service.reset(store, ids)
+    if as_json:
+        print(json.dumps({"revision": tx.revision, "accounts": [d.as_json() for d in done]}))
+        return
+    for item in done:
+        print(f"reset account {item.name} {item.account_id}: deleted {item.summary()}")
 
 
 @app.command("agent-token")

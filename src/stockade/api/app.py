@@ -37,7 +37,7 @@ import stockade.service.keypairs
 import stockade.service.meta
 import stockade.service.vpcs  # noqa: F401  (registers actions)
 from stockade import accounts
-from stockade.api import codec, hosts, sigv4
+from stockade.api import admin, codec, hosts, sigv4
 from stockade.errors import ApiError
 from stockade.service.common import ACTIONS, REGIONS, Config, Ctx, random_bytes
 from stockade.service.vpcs import ensure_region
@@ -531,6 +531,7 @@ def create_app(store: Store, config: Config | None = None) -> Starlette:
             Route("/_stockade/health", health, methods=["GET"]),
             Route("/_stockade/v1/changes", changes, methods=["GET"]),
             *hosts.ROUTES,
+            *admin.ROUTES,
             Route("/{path:path}", ec2_endpoint, methods=["GET", "POST"]),
         ],
         lifespan=_lifespan,
