@@ -81,12 +81,15 @@ class Server:
         return env
 
 
-def start_server(db_url: str | None = None, env: dict[str, str] | None = None) -> Server:
+def start_server(
+    db_url: str | None = None, env: dict[str, str] | None = None, args: tuple[str, ...] = ()
+) -> Server:
     data_dir = tempfile.mkdtemp(prefix="stockade-test-")
     port = free_port()
     cmd = [str(BIN / "stockade"), "serve", "--port", str(port), "--data-dir", data_dir]
     if db_url:
         cmd += ["--database-url", db_url]
+    cmd += args
     log = open(os.path.join(data_dir, "server.log"), "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}

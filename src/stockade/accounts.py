@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 import string
 from dataclasses import dataclass
@@ -100,6 +101,48 @@ def ensure_default(store: Store) -> Account:
         return get(store, DEFAULT_ACCOUNT)
     except AccountError:
         return create(store, DEFAULT_ACCOUNT)
+
+
+# The stored secret of a key adopted by ``serve --accept-any-credentials``: any secret signs
+# for it while the server runs with that flag; without it the key is refused (no real secret
+# can be empty).
+ANY_SECRET = ""
+_ADOPTABLE = re.compile(r"[A-Za-z0-9_.\-]{1,32}")
+
+
+def adopt_key(store: Store, access_key_id: str) -> tuple[str, str] | None:
+    """An account of its own for an unknown access key (``--accept-any-credentials``):
+    named ``key-<access key>``, with a 12-digit key as its id if free (LocalStack's
+    convention), a random id otherwise. (account id, :data:`ANY_SECRET`), or None for a key
+    that cannot be one (over 32 characters, or characters other than letters, digits and
+    ``-_.``)."""
+    if not _ADOPTABLE.fullmatch(access_key_id):
+        return None
+    a, k = schema.accounts.c, schema.access_keys.c
+    wanted = access_key_id if access_key_id.isdigit() and len(access_key_id) == 12 else None
+    account_id = _new_account_id(store)
+    with store.write() as tx:
+        conn = tx.conn
+        row = conn.execute(
+            select(k.account_id, k.secret_access_key).where(k.access_key_id == access_key_id)
+        ).first()
+        if row is not None:  # another request adopted it first
+            return row.account_id, row.secret_access_key
+        if wanted and conn.execute(select(a.id).where(a.id == wanted)).first() is None:
+            account_id = wanted
+        name = f"key-{access_key_id}"
+        if conn.execute(select(a.id).where(a.name == name)).first() is not None:
+            name = f"key-{account_id}-{access_key_id}"
+        conn.execute(insert(schema.accounts).values(id=account_id, name=name, created_at=utcnow()))
+        conn.execute(
+            insert(schema.access_keys).values(
+                access_key_id=access_key_id,
+                account_id=account_id,
+                secret_access_key=ANY_SECRET,
+                created_at=utcnow(),
+            )
+        )
+    return account_id, ANY_SECRET
 
 
 def secret_for(store: Store, access_key_id: str) -> tuple[str, str] | None:

@@ -81,22 +81,44 @@ def serve(
             help="Server processes sharing the port (more requests per second on more cores).",
         ),
     ] = 1,
+    accept_any_credentials: Annotated[
+        bool,
+        typer.Option(
+            "--accept-any-credentials",
+            help="For test suites written for moto or LocalStack: an unknown access key gets "
+            "an account of its own on first use, whatever its secret (keys of real accounts "
+            "are still verified). Loopback addresses only.",
+        ),
+    ] = False,
 ) -> None:
     """Run the EC2 API server."""
     import os
 
     import uvicorn
 
-    from stockade.api.app import WORKER_DATABASE_URL, WORKER_ENDPOINT, create_app
+    from stockade.api.app import (
+        WORKER_ACCEPT_ANY,
+        WORKER_DATABASE_URL,
+        WORKER_ENDPOINT,
+        create_app,
+    )
     from stockade.service.common import Config
     from stockade.store.db import agent_token
 
+    if accept_any_credentials and not _loopback(host):
+        fail(
+            f"--accept-any-credentials lets any key in, so it needs a loopback --host "
+            f"(127.0.0.1, another 127.x.y.z, ::1 or localhost), not {host}"
+        )
+    _check_port(host, port)
     store = open_store(data_dir, database_url)
     endpoint = f"http://{host}:{port}"
     if workers == 1:
         app_: object = create_app(store, Config(endpoint=endpoint))
+        app_.state.api.accept_any_credentials = accept_any_credentials  # type: ignore[attr-defined]
         factory = False
     else:
+        os.environ[WORKER_ACCEPT_ANY] = "1" if accept_any_credentials else "0"
         # each worker process builds its own app (see stockade.api.app.worker_app)
         agent_token(store)  # created once, here, rather than raced for by the workers
         os.environ[WORKER_DATABASE_URL] = store.url
@@ -108,6 +130,12 @@ def serve(
         'Use it: [green]eval "$(stockade env)"[/green] then '
         "[green]aws ec2 describe-security-groups[/green]"
     )
+    if accept_any_credentials:
+        err.print(
+            "[bold yellow]warning: --accept-any-credentials: any access key is accepted with "
+            "any secret, each unknown key getting an account of its own (keys of real "
+            "accounts are still verified). For test suites only.[/bold yellow]"
+        )
     uvicorn.run(
         app_,
         host=host,
@@ -118,6 +146,77 @@ def serve(
         factory=factory,
         workers=workers if workers > 1 else None,
     )
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_port(host: str, port: int) -> None:
+    """Fail, saying who holds it and what to do, when ``host:port`` cannot be listened on."""
+    import errno
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            sock.bind((host.strip("[]"), port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                holder = _port_holder(port)
+                by = f" by {holder}" if holder else ""
+                fail(
+                    f"port {port} is in use{by}; pass --port N for another one "
+                    "(or stop what holds it)"
+                )
+            if exc.errno == errno.EACCES:
+                fail(f"port {port} needs root (ports below 1024 do); pass --port N above 1023")
+            fail(f"cannot listen on {host}:{port}: {exc.strerror}; check --host and --port")
+
+
+def _port_holder(port: int) -> str | None:
+    """``pid 1234 (stockade serve --port 8773)``: the process listening on ``port``, read
+    from /proc (None when that cannot be told)."""
+    import os
+    from pathlib import Path
+
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            cols = line.split()
+            # local address "0100007F:2245", state 0A (LISTEN), inode in column 9
+            if len(cols) > 9 and cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{cols[9]}]")
+    if not inodes:
+        return None
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+            if not any(os.readlink(f"/proc/{pid}/fd/{fd}") in inodes for fd in fds):
+                continue
+            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        words = [w.decode(errors="replace") for w in raw.split(b"\0") if w]
+        # "python3 /path/.venv/bin/stockade serve ..." reads better as "stockade serve ..."
+        while len(words) > 1 and os.path.basename(words[0]).startswith("python"):
+            words = words[1:]
+        if words:
+            words[0] = os.path.basename(words[0])
+        return f"pid {pid} ({' '.join(words)[:120]})"
+    return None
 
 
 def _safe_url(url: str) -> str:
@@ -340,6 +439,7 @@ def up(
     running = SandboxInfo.load(data)
     if running is not None and running.alive() and running.pid != os.getpid():
         fail(f"a sandbox is already running (pid {running.pid}); `stockade down` stops it")
+    _check_port("127.0.0.1", port)
     if background:
         log = open(data / "sandbox.log", "ab")  # noqa: SIM115
         args = [
@@ -456,12 +556,26 @@ def exec_(
     from stockade.sandbox import net
     from stockade.sandbox.hostd import instance_netns
 
+    _exec_usage(ctx, instance)
     info = _sandbox(data_dir)
     ns = instance_netns(info.prefix, instance)
     if not net.exists(ns):
         fail(f"{instance} is not running in the sandbox (see `stockade status`)")
-    cmd = list(ctx.args) or ["sh"]
+    cmd = list(ctx.args)
     os.execvp("ip", ["ip", "netns", "exec", ns, *cmd])
+
+
+def _exec_usage(ctx: typer.Context, instance: str) -> None:
+    """No command to run: say how to give one (a shell is ``-- sh``), exit 2."""
+    if ctx.args:
+        return
+    err.print(ctx.get_usage())
+    err.print(
+        f"[red]error:[/red] no command to run in {instance}: "
+        f"give it after --, e.g. `stockade exec {instance} -- ip addr` "
+        f"(`stockade exec {instance} -- sh` for a shell)"
+    )
+    raise typer.Exit(2)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -76,6 +76,9 @@ class Api:
     )
 
     _watch: WalWatch | None = None
+    # ``serve --accept-any-credentials``: an unknown access key gets an account of its own
+    # and any secret signs for it (keys of real accounts are still verified)
+    accept_any_credentials: bool = False
 
     @property
     def poll_interval(self) -> float:
@@ -161,6 +164,10 @@ class Api:
         if hit is not None and now - hit[0] < KEY_CACHE_SECONDS:
             return hit[1]
         found = accounts.secret_for(self.store, access_key_id)
+        if self.accept_any_credentials:
+            found = found or accounts.adopt_key(self.store, access_key_id)
+        elif found is not None and found[1] == accounts.ANY_SECRET:
+            found = None  # adopted by an earlier --accept-any-credentials run
         if len(self._keys) > 10_000:
             self._keys.clear()
         self._keys[access_key_id] = (now, found)
@@ -193,7 +200,8 @@ class Api:
                 "AuthFailure", "AWS was not able to validate the provided access credentials", 401
             )
         account_id, secret = found
-        sigv4.verify(signed, secret)
+        if secret != accounts.ANY_SECRET:  # an adopted key (see accept_any_credentials)
+            sigv4.verify(signed, secret)
         return account_id, signed.region
 
     def ensure_region(self, account_id: str, region: str) -> None:
@@ -509,6 +517,7 @@ class App(Starlette):
 
 WORKER_DATABASE_URL = "STOCKADE_WORKER_DATABASE_URL"
 WORKER_ENDPOINT = "STOCKADE_WORKER_ENDPOINT"
+WORKER_ACCEPT_ANY = "STOCKADE_WORKER_ACCEPT_ANY_CREDENTIALS"
 
 
 def worker_app() -> Starlette:
@@ -521,6 +530,7 @@ def worker_app() -> Starlette:
     store = Store(os.environ[WORKER_DATABASE_URL])
     app = create_app(store, Config(endpoint=os.environ[WORKER_ENDPOINT]))
     app.state.api.shared = True
+    app.state.api.accept_any_credentials = os.environ.get(WORKER_ACCEPT_ANY) == "1"
     return app
 
 
