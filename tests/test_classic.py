@@ -406,6 +406,46 @@ def test_source_group_of_another_account(server):
     )
 
 
+def test_an_address_for_a_cidr_block_gets_a_hint(server, account):
+    env, c = server.env(account), server.client(account)
+    before = perms(c, "default")
+    for command in ("ec2-authorize", "ec2-revoke"):
+        ran = ec2(env, command, "default", "-P", "tcp", "-p", "22", "-s", "172.31.0.5")
+        assert ran.rc == 1 and ran.out == ""
+        assert ran.err == (
+            "Client.InvalidParameterValue: CIDR block 172.31.0.5 is malformed\n"
+            f"{command}: did you mean 172.31.0.5/32? (-s takes a CIDR block)\n"
+        )
+    ran = ec2(env, "ec2-authorize", "default", "-P", "tcp", "-p", "22", "-s", "2001:db8::5")
+    assert ran.err.endswith("did you mean 2001:db8::5/128? (-s takes a CIDR block)\n")
+    ran = ec2(env, "ec2-authorize", "default", "-P", "tcp", "-p", "22", "-s", "10.1.2.3/8")
+    assert ran.rc == 1 and "did you mean 10.0.0.0/8?" in ran.err
+    ran = ec2(env, "ec2-authorize", "default", "-P", "tcp", "-p", "22", "-s", "10.1.2")
+    assert ran.rc == 1 and ran.err.count("\n") == 1  # no hint for what is no address at all
+    assert perms(c, "default") == before
+
+
+def test_a_source_group_not_found_in_another_account_names_it(server, account):
+    env = server.env(account)
+    other = server.account()
+    ok(server.env(other), "ec2-create-group", "apache", "-d", "theirs")
+    ok(env, "ec2-create-group", "appserver", "-d", "Mary's app server")
+    ran = ec2(env, "ec2-authorize", "appserver", "-o", "apacje", "-u", other.account_id)
+    assert ran.rc == 1 and ran.out == ""
+    first, hint = ran.err.splitlines()
+    assert first.startswith("Client.InvalidGroup.NotFound: The security group 'apacje'")
+    assert hint == (
+        f"ec2-authorize: the source group 'apacje' was looked for in account {other.account_id}"
+        " (-u): check that account number and the group's name with its owner, or give the"
+        " group's sg- id"
+    )
+    # the same name with the right account works (seed 002's Mary)
+    ok(env, "ec2-authorize", "appserver", "-o", "apache", "-u", other.account_id)
+    # the target group missing is not the source's fault: no hint
+    ran = ec2(env, "ec2-authorize", "nosuch", "-o", "apache", "-u", other.account_id)
+    assert ran.rc == 1 and len(ran.err.splitlines()) == 1
+
+
 def test_revoke_of_a_missing_rule_fails(server, account):
     env, c = server.env(account), server.client(account)
     before = perms(c, "default")

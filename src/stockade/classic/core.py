@@ -54,6 +54,9 @@ class Command:
     # Record type -> column names after the type; printed as headers by -H/--headers.
     layouts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     epilog: str | None = None
+    # What to try next after the server refused: (args, error code, message) -> a line
+    # printed after the error, or None.
+    hint: Callable[[argparse.Namespace, str, str], str | None] | None = None
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -358,7 +361,11 @@ def execute(
         status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 400
         side = "Server" if status >= 500 else "Client"
         code = error.get("Code", "Unknown")
-        stderr.write(f"{side}.{code}: {error.get('Message') or code}\n")
+        message = error.get("Message") or code
+        stderr.write(f"{side}.{code}: {message}\n")
+        hint = command.hint(args, code, message) if command.hint else None
+        if hint:
+            stderr.write(f"{prog}: {hint}\n")
     except (bx.ConnectionError, bx.HTTPClientError) as e:
         url = settings.url if settings else "?"
         stderr.write(f"{prog}: could not reach the EC2 endpoint {url}: {e}\n")

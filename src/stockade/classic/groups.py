@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ipaddress
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -466,6 +467,42 @@ def _change(ctx: Context, a: argparse.Namespace, verb: str) -> int:
     return 0
 
 
+def rule_hint(a: argparse.Namespace, code: str, message: str) -> str | None:
+    """What to do next when the server refused a rule (newcomers' usual slips)."""
+    if code == "InvalidParameterValue":
+        m = re.fullmatch(r"CIDR block (\S+) is malformed", message)
+        if m:
+            return cidr_hint(m.group(1))
+    if code == "InvalidGroup.NotFound":
+        m = re.search(r"security group '([^']+)'", message)
+        missing = m.group(1) if m else None
+        users = [u.replace("-", "") for u in a.source_group_user]
+        for i, group in enumerate(a.source_group):
+            user = users[0] if len(users) == 1 else users[i] if i < len(users) else None
+            if user and group == missing:
+                return (
+                    f"the source group {group!r} was looked for in account {user} (-u): "
+                    "check that account number and the group's name with its owner, "
+                    "or give the group's sg- id"
+                )
+    return None
+
+
+def cidr_hint(text: str) -> str | None:
+    """``did you mean 172.31.0.5/32?`` for an address given as a CIDR block (or a block
+    with host bits set)."""
+    try:
+        if "/" not in text:
+            address = ipaddress.ip_address(text)
+            return f"did you mean {address}/{address.max_prefixlen}? (-s takes a CIDR block)"
+        network = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return None
+    if str(network) != text:
+        return f"did you mean {network}? (the address bits after /{network.prefixlen} must be 0)"
+    return None
+
+
 RULE_EPILOG = """examples:
   ec2-authorize Apache -P tcp -p 80 -s 0.0.0.0/0
   ec2-authorize dbserver -P tcp -p 3306 -u 123456789012 -o appserver
@@ -481,6 +518,7 @@ AUTHORIZE = Command(
     run=lambda ctx, a: _change(ctx, a, "Authorize"),
     layouts=RULE_LAYOUTS,
     epilog=RULE_EPILOG,
+    hint=rule_hint,
 )
 
 REVOKE = Command(
@@ -491,4 +529,5 @@ REVOKE = Command(
     run=lambda ctx, a: _change(ctx, a, "Revoke"),
     layouts=RULE_LAYOUTS,
     epilog=RULE_EPILOG.replace("ec2-authorize", "ec2-revoke"),
+    hint=rule_hint,
 )
