@@ -10,11 +10,16 @@ ARGS    ?=
 
 .PHONY: run test deps system-deps lint format bench bench-deps clean
 
+# pip is quiet (-q), so each step says what it is doing and about how long it takes
 $(STAMP): pyproject.toml
-	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
-	touch $(STAMP)
+	@echo "[1/3] creating the Python environment in $(VENV)/ (a few seconds)"
+	@$(PY) -m venv $(VENV) || { echo "could not create $(VENV)/ with $(PY): install python3-venv (apt-get install python3-venv) or pass PY=/path/to/python3.11+"; exit 1; }
+	@echo "[2/3] updating pip (a few seconds)"
+	@$(BIN)/pip install -q --upgrade pip || { echo "updating pip failed (see above); is PyPI reachable?"; exit 1; }
+	@echo "[3/3] installing Stockade and its Python packages (about 30 s the first time)"
+	@$(BIN)/pip install -q -e '.[dev]' || { echo "installing the Python packages failed (see above); is PyPI reachable? then run make again"; exit 1; }
+	@touch $(STAMP)
+	@echo "Python packages installed in $(VENV)/"
 
 deps: system-deps $(STAMP)
 

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from typing import Annotated
 
@@ -126,10 +127,9 @@ def serve(
         store.dispose()
         app_, factory = "stockade.api.app:worker_app", True
     err.print(f"[bold]Stockade[/bold] EC2 API on [cyan]{endpoint}[/cyan] ({_safe_url(store.url)})")
-    err.print(
-        'Use it: [green]eval "$(stockade env)"[/green] then '
-        "[green]aws ec2 describe-security-groups[/green]"
-    )
+    err.print("Use it from a shell (stockade, the AWS CLI and the ec2-* tools):")
+    err.print(f"  {_use_line(data_dir, database_url, endpoint)}", markup=False, soft_wrap=True)
+    err.print("  aws ec2 describe-security-groups; ec2-describe-group", markup=False)
     if accept_any_credentials:
         err.print(
             "[bold yellow]warning: --accept-any-credentials: any access key is accepted with "
@@ -146,6 +146,30 @@ def serve(
         factory=factory,
         workers=workers if workers > 1 else None,
     )
+
+
+def _use_line(data_dir: str | None, database_url: str | None, endpoint: str) -> str:
+    """The line to paste into a shell to use this server: ``export PATH=…/.venv/bin:$PATH;
+    eval "$(stockade env …)"``, with the options that differ from the defaults."""
+    import os
+    import sys
+    from pathlib import Path
+
+    words = ["stockade", "env"]
+    data = config.data_dir(data_dir).resolve()
+    if data != (Path.home() / ".local" / "share" / "stockade").resolve():
+        words += ["--data-dir", str(data)]
+    if database_url and os.environ.get("STOCKADE_DATABASE_URL") != database_url:
+        # a password is not printed: the line says where it goes
+        words += ["--database-url", re.sub(r"(://[^:/@]+:)[^@]+@", r"\1PASSWORD@", database_url)]
+    if endpoint != f"http://127.0.0.1:{config.DEFAULT_PORT}":
+        words += ["--endpoint", endpoint]
+    line = f'eval "$({shlex.join(words)})"'
+    bin_dir = Path(sys.executable).parent  # the venv's bin (not resolved: that is its python)
+    on_path = [Path(p) for p in os.environ.get("PATH", "").split(os.pathsep) if p]
+    if (bin_dir / "stockade").exists() and bin_dir not in on_path:
+        line = f"export PATH={shlex.quote(str(bin_dir))}:$PATH; {line}"
+    return line
 
 
 def _loopback(host: str) -> bool:
@@ -482,7 +506,7 @@ def up(
             else:
                 fail(f"the sandbox did not come up in time; see {data / 'sandbox.log'}")
         err.print(f"sandbox running in the background (pid {proc.pid}); `stockade down` stops it")
-        _sandbox_banner(port, hosts)
+        _sandbox_banner(port, hosts, data_dir)
         return
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     sandbox = Sandbox(data, hosts=hosts, port=port, prefix=prefix, database_url=database_url)
@@ -495,7 +519,7 @@ def up(
         except Exception as exc:
             sandbox.down()
             fail(f"the sandbox failed to start: {exc}")
-    _sandbox_banner(port, hosts)
+    _sandbox_banner(port, hosts, data_dir)
     err.print("Ctrl-C stops the sandbox and removes every namespace it made.")
     try:
         sandbox.wait()
@@ -504,9 +528,11 @@ def up(
         sandbox.down()
 
 
-def _sandbox_banner(port: int, hosts: int) -> None:
-    err.print(f"[bold]Stockade sandbox[/bold]: EC2 API on http://127.0.0.1:{port}, {hosts} hosts")
-    err.print('  eval "$(stockade env)"; ec2run ami-fba54092 -n 2 -g default')
+def _sandbox_banner(port: int, hosts: int, data_dir: str | None = None) -> None:
+    endpoint = f"http://127.0.0.1:{port}"
+    err.print(f"[bold]Stockade sandbox[/bold]: EC2 API on {endpoint}, {hosts} hosts")
+    err.print(f"  {_use_line(data_dir, None, endpoint)}", markup=False, soft_wrap=True)
+    err.print("  ec2run ami-fba54092 -n 2 -g default")
     err.print("  stockade outside --from 192.168.1.130 -- nmap -Pn -p 22,80 <public dns name>")
 
 
