@@ -666,8 +666,9 @@ def reset(
     """Delete every resource of the accounts, keeping the accounts and their keys (for test
     suites, like moto's reset); each region gets its default VPC, subnets and group again.
 
-    A running server, its agents and the sandbox see the change at once. The HTTP form is
-    `POST /_stockade/v1/reset` (the agent token, or an account's SigV4 keys)."""
+    A running server, its agents and the sandbox see the change at once.
+
+    Over HTTP: `POST /_stockade/v1/reset` (the agent token, or an account's SigV4 keys)."""
     from stockade.service import reset as reset_service
 
     store = open_store(data_dir, database_url)
