@@ -52,7 +52,8 @@ bench-quick: bench-deps
 	$(BIN)/python bench/run.py --quick $(ARGS)
 
 bench-deps: deps
-	$(BIN)/pip install -q -e '.[dev,bench]'
+	@echo "installing the benchmarks' packages (moto; under a minute the first time)"
+	@$(BIN)/pip install -q -e '.[dev,bench]'
 
 clean:
 	rm -rf $(VENV) .pytest_cache

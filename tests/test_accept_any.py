@@ -145,3 +145,23 @@ def test_refused_unless_on_loopback(host, tmp_path):
     text = " ".join(out.stderr.split())
     assert "needs a loopback --host" in text and host in text
     assert "Traceback" not in out.stderr
+
+
+def test_env_of_an_adopted_key(any_server):
+    key = "envkey-" + uuid.uuid4().hex[:6]
+    made = client(any_server, key, "whatever").create_security_group(
+        GroupName="e", Description="e"
+    )["GroupId"]
+    out = subprocess.run(
+        [str(BIN / "stockade"), "env", f"key-{key}", "--endpoint", any_server.url]
+        + ["--data-dir", any_server.data_dir, "--database-url", any_server.db_url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    exports = dict(x.removeprefix("export ").split("=", 1) for x in out.stdout.splitlines())
+    assert exports["AWS_ACCESS_KEY_ID"] == key and exports["AWS_SECRET_ACCESS_KEY"] == "any"
+    assert "--accept-any-credentials" in " ".join(out.stderr.split())
+    again = client(any_server, key, exports["AWS_SECRET_ACCESS_KEY"])
+    assert again.describe_security_groups(GroupIds=[made])["SecurityGroups"]

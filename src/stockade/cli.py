@@ -267,14 +267,21 @@ def env(
     except accounts.AccountError as e:
         fail(str(e))
     url = config.endpoint(endpoint)
+    secret = acct.secret_access_key
+    if secret == accounts.ANY_SECRET:  # a key adopted by serve --accept-any-credentials
+        secret = "any"
+        err.print(
+            f"note: {name} was made by `serve --accept-any-credentials` for key "
+            f"{acct.access_key_id}: any secret works while the server runs with that flag"
+        )
     lines = {
         "AWS_ACCESS_KEY_ID": acct.access_key_id,
-        "AWS_SECRET_ACCESS_KEY": acct.secret_access_key,
+        "AWS_SECRET_ACCESS_KEY": secret,
         "AWS_DEFAULT_REGION": region,
         "AWS_ENDPOINT_URL_EC2": url,
         "EC2_URL": url,
         "EC2_ACCESS_KEY": acct.access_key_id,
-        "EC2_SECRET_KEY": acct.secret_access_key,
+        "EC2_SECRET_KEY": secret,
         "STOCKADE_ACCOUNT_ID": acct.account_id,
     }
     for key, value in lines.items():
