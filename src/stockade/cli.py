@@ -237,6 +237,8 @@ def _port_holder(port: int) -> str | None:
         # "python3 /path/.venv/bin/stockade serve ..." reads better as "stockade serve ..."
         while len(words) > 1 and os.path.basename(words[0]).startswith("python"):
             words = words[1:]
+        if len(words) > 1 and words[0] == "-m":  # python -m pytest
+            words = words[1:]
         if words:
             words[0] = os.path.basename(words[0])
         return f"pid {pid} ({' '.join(words)[:120]})"
