@@ -27,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from stockade.dataplane.agent import Agent
+from stockade.dataplane.agent import DEFAULT_RESYNC_INTERVAL, Agent
 from stockade.dataplane.netns import NetnsWorker
 from stockade.sandbox import net
 from stockade.service.topology import ifname_for
@@ -77,7 +77,10 @@ class HostDaemon:
         logs: Path,
         resolver: Any = None,
         metadata: Any = None,
+        resync_interval: float = DEFAULT_RESYNC_INTERVAL,
     ) -> None:
+        """``resync_interval``: seconds between the agent's full rewrites of the host's
+        table (repairing drift in the kernel; 0 never)."""
         self.index = index
         self.name = f"host-{index}"
         self.prefix = prefix
@@ -89,7 +92,9 @@ class HostDaemon:
             headers={"Authorization": f"Bearer {token}"},
             timeout=httpx.Timeout(10.0, read=40.0),
         )
-        self.agent = Agent(server, token, self.name, netns=self.netns)
+        self.agent = Agent(
+            server, token, self.name, netns=self.netns, resync_interval=resync_interval
+        )
         self.running: dict[str, Running] = {}
         self.lock = threading.Lock()
         self._stop = threading.Event()
