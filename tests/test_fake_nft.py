@@ -123,6 +123,25 @@ def test_a_dataplane_over_the_fake_follows_a_sequence_of_states(seq: list[State]
         assert fake.snapshot() == holding(compile_host(state, HOST)).snapshot()
 
 
+def test_an_incremental_sync_onto_a_drifted_table_falls_back_to_a_full_one() -> None:
+    """Someone emptied a member set behind the agent's back: the next change deletes an
+    element that is no longer there, the (fake) kernel refuses the transaction, and the
+    data plane replaces the table instead, so the result is still exactly the new table."""
+    web = Group("sg-0a", (Rule("sg-0a", False, "6", 80, 80, ref_group_id="sg-0b"),))
+    member = Interface("eni-9", "i-9", "h2", "veth9", ("172.31.0.9",), (), ("sg-0b",))
+    local = Interface("eni-1", "i-1", HOST, "veth1", ("172.31.0.1",), (), ("sg-0a",))
+    other = Interface("eni-8", "i-8", "h2", "veth8", ("172.31.0.8",), (), ("sg-0b",))
+    before = State.of([web], [local, member, other])
+    after = State.of([web], [local, other])  # eni-9 leaves: delete one element
+    fake = FakeNft()
+    dp = Dataplane(HOST, fake)
+    dp.full_sync(before)
+    fake.run("flush set inet stockade m_0b_v4")  # drift
+    report = dp.sync(after)
+    assert report.full
+    assert fake.snapshot() == holding(compile_host(after, HOST)).snapshot()
+
+
 # -- what it refuses, as the kernel does -----------------------------------------------------
 
 BASE = """table inet t {
