@@ -253,7 +253,8 @@ class Agent:
         backoff: Backoff | None = None,
     ) -> None:
         """``executor``: what runs nft command buffers, if not libnftables in ``netns``
-        (a :class:`RecordingNft` lets tests follow the control plane without a kernel).
+        (:class:`~stockade.dataplane.fake.FakeNft` lets tests follow the control plane
+        without a kernel).
         ``resync_interval``: seconds between full replacements of the table from the view
         (repairing drift in the kernel; 0 never). ``backoff``: the wait between failed
         attempts (default 0.5 s doubling to 30 s, full jitter)."""
