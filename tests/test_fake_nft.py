@@ -221,6 +221,10 @@ SCRIPTS = [
     "add chain inet t d\nadd rule inet t d ip6 saddr @s6 tcp dport 22 counter accept\n"
     'add element inet t m { "veth9" : goto d }\n',
     BASE + "delete table inet t\ntable inet t {\n\tchain only {\n\t\tdrop\n\t}\n}\n",
+    BASE + "add chain inet t e\nadd rule inet t e counter accept\ninsert rule inet t e drop\n"
+    "add rule inet t c jump e\n",
+    BASE + "add chain inet t e\nadd rule inet t e accept\ndelete chain inet t e\n",  # with rules
+    BASE + 'delete element inet t m { "veth0" }\nadd element inet t m { "veth0" : drop }\n',
 ]
 KERNEL_REFUSES = [BASE + cmd + "\n" for cmd in REFUSED if "inet nope" not in cmd]
 
