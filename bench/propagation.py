@@ -11,7 +11,10 @@ Each change is timed from just before the boto3 call to the send time of the fir
 that sees the new behaviour (``probe.py``, a separate process in the source's namespace
 starting a fresh connection every 0.5 ms): authorize (a rule for the source's /32 opens a
 port), revoke (it closes), join (ModifyInstanceAttribute adds the source to a group that
-the destination's rule references) and leave. p50/p99 over R rounds (20; quick 5).
+the destination's rule references), leave, and first-ref: the destination's group admits a
+group new to this host (made fresh each round; its only member, a third real namespace,
+is placed on another host, so the agent has never seen it and fetches it with
+``?groups=``). p50/p99 over R rounds (20; quick 5).
 ``python bench/propagation.py [--quick] [--sizes 10,100]``.
 """
 
@@ -31,6 +34,7 @@ from typing import Any
 
 import httpx
 from common import (
+    GATEWAY,
     ROOT,
     Namespaces,
     Section,
@@ -45,12 +49,15 @@ from common import (
     table,
     track,
 )
+from common import run as run_in
 from rich.progress import Progress
 
 IMAGE = "ami-fba54092"
 OPEN_PORT = 7000  # authorize / revoke
 JOIN_PORT = 7001  # the destination admits members of the "joiner" group here
-CHANGES = ("authorize", "revoke", "join", "leave")
+FIRST_PORT = 7002  # first-ref: the destination admits a group new to the host here
+CHANGES = ("authorize", "revoke", "join", "leave", "first-ref")
+REMOTE = "h-remote"  # the host the first-ref source is placed on (no agent runs for it)
 GOAL_MS = 50.0
 
 
@@ -69,6 +76,10 @@ class Lab:
     src_groups: list[str]
     target: str
     joiner: str
+    far_id: str = ""
+    far_ip: str = ""
+    far_eni: str = ""
+    subnet_prefix: int = 32
 
 
 class Probe:
@@ -188,6 +199,16 @@ def build(server: Stockade, n: int, host: str) -> Lab:
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(running, placed))
     src, dst = placed[src_id]["interfaces"][0], placed[dst_id]["interfaces"][0]
+    # the first-ref source: on another host, so its groups are new to this one
+    far_id = launch([groups[0]], 1)[0]
+    got = http.post(f"/_stockade/v1/hosts/{REMOTE}/claim", json={"limit": 10})
+    got.raise_for_status()
+    (far,) = [p for p in got.json()["instances"] if p["instance_id"] == far_id]
+    r = http.post(
+        f"/_stockade/v1/instances/{far_id}/state", json={"state": "running", "host": REMOTE}
+    )
+    r.raise_for_status()
+    far_eni = far["interfaces"][0]
     return Lab(
         server,
         http,
@@ -202,7 +223,23 @@ def build(server: Stockade, n: int, host: str) -> Lab:
         [groups[0]],
         target,
         joiner,
+        far_id,
+        far_eni["private_ip"],
+        far_eni["network_interface_id"],
+        int(far_eni["subnet_cidr"].split("/")[1]),
     )
+
+
+def as_in_the_sandbox(host_ns: str, ns: str, ip: str, prefix: int, ifname: str) -> None:
+    """Address an instance as the sandbox does: ``ip``/subnet prefix on eth0 (so the other
+    instances of its subnet are on-link and it ARPs for them) and the host side of its link
+    set up by hostd's sysctls (proxy ARP answers for them)."""
+    from stockade.sandbox.hostd import instance_link_sysctls
+
+    run_in(ns, "sh", "-ec", f"ip addr add {ip}/{prefix} dev eth0\nip addr del {ip}/32 dev eth0")
+    run_in(ns, "ip", "route", "replace", "default", "via", GATEWAY, "dev", "eth0")
+    settings = [f"{k}={v}" for k, v in instance_link_sysctls(ifname).items()]
+    run_in(host_ns, "sysctl", "-qw", *settings)
 
 
 def head(http: httpx.Client) -> int:
@@ -290,7 +327,10 @@ def measure_size(
         stack.callback(lab.http.close)
         info["setup_s"] = round(time.perf_counter() - start, 1)
         src_ns = spaces.instance(host_ns, "src", lab.src_ip, ifname_for(lab.src_eni))
-        spaces.instance(host_ns, "dst", lab.dst_ip, ifname_for(lab.dst_eni))
+        dst_ns = spaces.instance(host_ns, "dst", lab.dst_ip, ifname_for(lab.dst_eni))
+        far_ns = spaces.instance(host_ns, "far", lab.far_ip, ifname_for(lab.far_eni))
+        for ns, ip, eni in ((dst_ns, lab.dst_ip, lab.dst_eni), (far_ns, lab.far_ip, lab.far_eni)):
+            as_in_the_sandbox(host_ns, ns, ip, lab.subnet_prefix, ifname_for(eni))
         agent = Agent(server.url, server.token, host, netns=host_ns)
         stack.callback(agent.close)
         phases = instrument(agent)
@@ -303,6 +343,8 @@ def measure_size(
         info["full_sync_ms"] = round(agent.status.last_sync_ms, 1)
         probe = Probe(src_ns)
         stack.callback(probe.close)
+        far_probe = Probe(far_ns)
+        stack.callback(far_probe.close)
         results: dict[str, list[float]] = {c: [] for c in CHANGES}
         rule = {
             "IpProtocol": "tcp",
@@ -311,41 +353,85 @@ def measure_size(
             "IpRanges": [{"CidrIp": f"{lab.src_ip}/32"}],
         }
         ec2 = lab.ec2
-        steps = (
+        fresh: list[dict[str, Any]] = []  # first-ref: this round's new group and its rule
+
+        def new_group() -> None:
+            """Untimed: revoke the last round's rule; a new group with the far source in it."""
+            if fresh:
+                ec2.revoke_security_group_ingress(
+                    GroupId=lab.target, IpPermissions=[fresh[-1]["rule"]]
+                )
+            gid = ec2.create_security_group(
+                GroupName=f"fresh-{len(fresh)}", Description="first reference"
+            )["GroupId"]
+            ec2.modify_instance_attribute(InstanceId=lab.far_id, Groups=[gid])
+            perm = {
+                "IpProtocol": "tcp",
+                "FromPort": FIRST_PORT,
+                "ToPort": FIRST_PORT,
+                "UserIdGroupPairs": [{"GroupId": gid}],
+            }
+            fresh.append({"group": gid, "rule": perm})
+            # a new client for the destination: it has not resolved the source's address
+            run_in(dst_ns, "ip", "neigh", "flush", "to", lab.far_ip)
+
+        def nothing() -> None:
+            pass
+
+        steps: tuple[tuple[str, Probe, int, str, Any, Any], ...] = (
             (
                 "authorize",
+                probe,
                 OPEN_PORT,
                 "open",
+                nothing,
                 lambda: ec2.authorize_security_group_ingress(
                     GroupId=lab.target, IpPermissions=[rule]
                 ),
             ),
             (
                 "revoke",
+                probe,
                 OPEN_PORT,
                 "filtered",
+                nothing,
                 lambda: ec2.revoke_security_group_ingress(GroupId=lab.target, IpPermissions=[rule]),
             ),
             (
                 "join",
+                probe,
                 JOIN_PORT,
                 "open",
+                nothing,
                 lambda: ec2.modify_instance_attribute(
                     InstanceId=lab.src_id, Groups=[*lab.src_groups, lab.joiner]
                 ),
             ),
             (
                 "leave",
+                probe,
                 JOIN_PORT,
                 "filtered",
+                nothing,
                 lambda: ec2.modify_instance_attribute(InstanceId=lab.src_id, Groups=lab.src_groups),
+            ),
+            (
+                "first-ref",
+                far_probe,
+                FIRST_PORT,
+                "open",
+                new_group,
+                lambda: ec2.authorize_security_group_ingress(
+                    GroupId=lab.target, IpPermissions=[fresh[-1]["rule"]]
+                ),
             ),
         )
         for _ in range(rounds):
-            for name, port, want, change in steps:
+            for name, prober, port, want, prepare, change in steps:
+                prepare()
                 if not agent.wait_applied(head(lab.http), 30):
                     raise RuntimeError(f"the agent fell behind: {agent.status.as_json()}")
-                results[name].append(probe.measure(lab.dst_ip, port, want, change))
+                results[name].append(prober.measure(lab.dst_ip, port, want, change))
             tick()
         info["incremental_syncs"] = agent.status.incremental_syncs
         for phase, samples in phases.items():  # the agent's side of the incremental syncs

@@ -12,7 +12,8 @@ import httpx
 import pytest
 
 from stockade.analysis.explain import explain
-from stockade.dataplane.agent import Agent
+from stockade.dataplane.agent import DEFAULT_RESYNC_INTERVAL, Agent
+from stockade.dataplane.nft import OUTPUT_JSON, Nft
 from stockade.service.topology import ifname_for
 from stockade.store.db import agent_token
 
@@ -37,8 +38,11 @@ def manual_server():
 
 
 @pytest.fixture
-def lab(manual_server):
+def lab(manual_server, request):
+    """Two instances on a host namespace and an agent following the server for it
+    (``request.param``, if given: the agent's resync interval in seconds)."""
     server = manual_server
+    resync_interval = getattr(request, "param", DEFAULT_RESYNC_INTERVAL)
     acct = server.account()
     ec2 = server.client(acct)
     token = agent_token(server.store)
@@ -73,7 +77,7 @@ def lab(manual_server):
         for node in nodes.values():
             for port in (22, 80):
                 servers.tcp(node, port)
-        agent = Agent(server.url, token, host, netns=topo.host)
+        agent = Agent(server.url, token, host, netns=topo.host, resync_interval=resync_interval)
         thread = threading.Thread(target=agent.run, kwargs={"poll_wait": 5}, daemon=True)
         thread.start()
         head = server.store.revision()
@@ -91,6 +95,7 @@ def lab(manual_server):
             "b_id": b["InstanceId"],
             "albert": albert,
             "other": other,
+            "netns": topo.host,
         }
     finally:
         if agent is not None:
@@ -153,6 +158,52 @@ def test_changes_reach_the_kernel_without_restart(lab):
     until(lambda: netns.tcp(other, a.ipv4, 3389), CLOSED, "3389 refused")
 
 
+@pytest.mark.parametrize("lab", [0.5], indirect=True)
+def test_a_flushed_or_edited_table_is_restored_by_the_periodic_resync(lab):
+    """Someone flushes the agent's table, then deletes one of its rules, in the host's
+    namespace: with no change from the control plane, the periodic resync restores it."""
+    ec2, web, a, agent = lab["ec2"], lab["web"], lab["a"], lab["agent"]
+    albert, other = lab["albert"], lab["other"]
+    ec2.authorize_security_group_ingress(
+        GroupId=web, IpProtocol="tcp", FromPort=22, ToPort=22, CidrIp=f"{ALBERT}/32"
+    )
+    until(lambda: netns.tcp(albert, a.ipv4, 22), OPEN, "albert reaches a:22")
+    nft = Nft(lab["netns"])
+    try:
+
+        def table() -> list[str]:
+            return netns.canonical(nft.run("list table inet stockade", flags=OUTPUT_JSON))
+
+        good = table()
+        # the flush empties every chain: nothing is filtered any more, until the resync
+        netns.run(lab["netns"], "nft", "flush", "table", "inet", "stockade")
+        refreshed = agent.status.periodic_syncs
+        wait_until(lambda: table() == good, timeout=10, what="the flushed table restored")
+        assert agent.status.periodic_syncs > refreshed
+        assert netns.tcp(other, a.ipv4, 22) == FILTERED
+        assert netns.tcp(albert, a.ipv4, 22) == OPEN
+
+        # one rule deleted by handle: Albert's accept
+        listing = netns.run(lab["netns"], "nft", "-a", "list", "table", "inet", "stockade")
+        chain, handle = None, None
+        for line in listing.splitlines():
+            words = line.split()
+            if words[:1] == ["chain"]:
+                chain = words[1]
+            elif ALBERT in line and "# handle" in line:
+                handle = words[-1]
+                break
+        assert chain is not None and handle is not None, listing
+        netns.run(
+            lab["netns"], "nft", "delete", "rule", "inet", "stockade", chain, "handle", handle
+        )
+        wait_until(lambda: table() == good, timeout=10, what="the deleted rule restored")
+        until(lambda: netns.tcp(albert, a.ipv4, 22), OPEN, "albert reaches a:22 again")
+        assert agent.status.error is None
+    finally:
+        nft.close()
+
+
 def test_status_and_explain_agree_with_the_kernel(lab):
     ec2, web, a = lab["ec2"], lab["web"], lab["a"]
     ec2.authorize_security_group_ingress(
@@ -187,8 +238,6 @@ def test_agent_command_runs_in_a_namespace_and_uninstalls(manual_server):
     """`stockade agent --host H --netns NS` enforces there; `--uninstall` removes the table."""
     import subprocess
 
-    from stockade.dataplane.nft import Nft
-
     from conftest import BIN
 
     server = manual_server
@@ -205,7 +254,17 @@ def test_agent_command_runs_in_a_namespace_and_uninstalls(manual_server):
             server.db_url,
         ]
         proc = subprocess.Popen(
-            [str(BIN / "stockade"), "agent", "--host", host, "--netns", topo.host, *common],
+            [
+                str(BIN / "stockade"),
+                "agent",
+                "--host",
+                host,
+                "--netns",
+                topo.host,
+                "--resync-interval",
+                "0.01",  # minutes
+                *common,
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
@@ -218,6 +277,10 @@ def test_agent_command_runs_in_a_namespace_and_uninstalls(manual_server):
             timeout=20,
             what="the agent to report",
         )
+        mine = next(
+            a for a in http.get("/_stockade/v1/status").json()["agents"] if a["host"] == host
+        )
+        assert mine["resync_interval_s"] == pytest.approx(0.6)
         nft = Nft(topo.host)
         try:
             assert "table inet stockade" in nft.run("list tables")

@@ -22,7 +22,7 @@ from botocore.exceptions import ClientError
 
 from stockade.dataplane.agent import Agent, state_from_snapshot
 from stockade.dataplane.compile import compile_host
-from stockade.dataplane.nft import RecordingNft
+from stockade.dataplane.fake import FakeNft
 from stockade.store.db import agent_token
 
 from conftest import Server, start_server, stop_server
@@ -53,9 +53,7 @@ class World:
         self.groups: list[str] = []
         self.names = itertools.count()
         self.instances: dict[str, str] = {}  # instance id -> host
-        self.agents = {
-            h: Agent(server.url, token, h + suffix, executor=RecordingNft()) for h in HOSTS
-        }
+        self.agents = {h: Agent(server.url, token, h + suffix, executor=FakeNft()) for h in HOSTS}
 
     def close(self) -> None:
         for agent in self.agents.values():
@@ -127,6 +125,11 @@ class World:
             got = compile_host(agent.view.state(), host + self.suffix)
             assert got == want, f"{host}: the delta-fed view differs from the snapshot"
             assert agent.dataplane.applied == want
+            # and the scripts it sent, applied to an nftables (the in-memory one), give it
+            fresh = FakeNft()
+            fresh.run(want.full_script())
+            assert isinstance(agent.nft, FakeNft)
+            assert agent.nft.snapshot() == fresh.snapshot(), f"{host}: the table differs"
 
 
 @pytest.fixture

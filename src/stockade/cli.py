@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from stockade import accounts, config
@@ -335,6 +336,15 @@ def agent(
     uninstall: Annotated[
         bool, typer.Option("--uninstall", help="Remove Stockade's table and exit.")
     ] = False,
+    resync_interval: Annotated[
+        float,
+        typer.Option(
+            "--resync-interval",
+            min=0,
+            help="Minutes between full rewrites of the table, repairing changes made to it "
+            "outside Stockade (0: never).",
+        ),
+    ] = 5.0,
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
@@ -343,7 +353,9 @@ def agent(
     from stockade.store.db import agent_token
 
     token = agent_token(open_store(data_dir, database_url))
-    worker = Agent(config.endpoint(server), token, host, netns=netns)
+    worker = Agent(
+        config.endpoint(server), token, host, netns=netns, resync_interval=resync_interval * 60
+    )
     if uninstall:
         worker.uninstall()
         err.print(f"removed table inet stockade{' in ' + netns if netns else ''}")
@@ -355,6 +367,40 @@ def agent(
         pass
     finally:
         worker.close()
+
+
+_AGENT_HINTS = {
+    "transport": "the agent cannot reach the control plane: is `stockade serve` running?",
+    "rejected": "the control plane refused the agent: check its token (`stockade agent-token`)",
+    "decode": "the control plane sent a record the agent cannot read: see the agent's log",
+    "kernel": "nft refused the table: see the agent's log; `nft list ruleset` on the host",
+}
+
+
+def agent_error_cell(report: dict) -> str:
+    """The "error" column of an agent in `stockade status`: the failure it is retrying
+    (kind, message, attempts in a row, next attempt), or the last one it recovered from."""
+    import time
+
+    error = report.get("error")
+    if error:
+        kind = report.get("error_kind") or "error"
+        cell = f"[red]{kind}[/red]: {escape(str(error)[:160])}"
+        hint = _AGENT_HINTS.get(kind)
+        if hint:
+            cell += f" [dim]({hint})[/dim]"
+        retries = report.get("retries")
+        if retries:
+            cell += f" ({retries} failed in a row"
+            retry_in = report.get("retry_in_s")
+            cell += f", retrying within {retry_in:.1f} s)" if retry_in is not None else ")"
+        return cell
+    last, at = report.get("last_error"), report.get("last_error_at")
+    if last and isinstance(at, int | float):
+        ago = max(time.time() - at, 0)
+        kind = report.get("last_error_kind") or "error"
+        return f"[dim]ok; last {kind} error {ago:.0f} s ago: {escape(str(last)[:160])}[/dim]"
+    return ""
 
 
 @app.command()
@@ -380,7 +426,7 @@ def status(
             str(a["lag"]),
             str(a.get("interfaces", "")),
             str(a.get("last_sync_ms", "")),
-            a.get("error") or "",
+            agent_error_cell(a),
         )
     out.print(agents)
     inst = Table("instance", "host", "private ip", "public ip", "groups")

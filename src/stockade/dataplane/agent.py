@@ -8,30 +8,63 @@ record of every touched group and interface, and what is gone), which it merges 
 to this host, a rule names a new group) it fetches that group and its members
 (``?groups=``). :class:`Dataplane` applies the difference in one transaction. It reports the
 revision it applied, so ``stockade status`` can show each host's lag.
+
+Every ``resync_interval`` seconds (Felix's periodic refresh) it replaces the whole table
+from its view, so a table someone flushed or edited in the kernel is restored even when
+no change comes. A failure is retried after an exponential backoff with full jitter
+(:mod:`stockade.dataplane.backoff`), reset by the next success; a failed long poll only
+resumes from the view's revision, any other failure (a bad record, the kernel refusing a
+transaction) starts again from a full snapshot. The report says what failed, its kind
+and how many attempts in a row have failed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import ipaddress
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
+from stockade.dataplane.backoff import TRANSPORT, Backoff, RecordError, classify
 from stockade.dataplane.nft import Dataplane, Executor, Nft
 from stockade.model import Group, Interface, Rule, State
 
 log = logging.getLogger(__name__)
 
 MAX_FILL_ROUNDS = 4  # fetches of missing groups per change before a full resync
+DEFAULT_RESYNC_INTERVAL = 300.0  # s between full replacements of the table (0: never)
+
+
+@contextlib.contextmanager
+def decoding(what: str) -> Iterator[None]:
+    """Turn a malformed answer or record into a :class:`RecordError` naming ``what``."""
+    try:
+        yield
+    except RecordError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        detail = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise RecordError(f"cannot decode {what}: {type(exc).__name__}: {detail}") from exc
 
 
 def _group(g: dict[str, Any]) -> Group:
+    with decoding(f"group {g.get('id') if isinstance(g, dict) else g!r}"):
+        return _group_of(g)
+
+
+def _interface(i: dict[str, Any]) -> Interface:
+    with decoding(f"interface {i.get('id') if isinstance(i, dict) else i!r}"):
+        return _interface_of(i)
+
+
+def _group_of(g: dict[str, Any]) -> Group:
     return Group(
         id=g["id"],
         name=g.get("name", ""),
@@ -52,7 +85,7 @@ def _group(g: dict[str, Any]) -> Group:
     )
 
 
-def _interface(i: dict[str, Any]) -> Interface:
+def _interface_of(i: dict[str, Any]) -> Interface:
     return Interface(
         id=i["id"],
         instance_id=i["instance_id"],
@@ -84,14 +117,25 @@ class View:
         self.complete: set[str] = set()
 
     def load(self, data: dict[str, Any]) -> None:
-        """Replace everything with a full snapshot."""
-        self.groups = {g.id: g for g in map(_group, data["groups"])}
-        self.interfaces = {i.id: i for i in map(_interface, data["interfaces"])}
+        """Replace everything with a full snapshot (a :class:`RecordError` if it is
+        malformed; the view is then unchanged)."""
+        with decoding("a snapshot"):
+            groups = {g.id: g for g in map(_group, data["groups"])}
+            interfaces = {i.id: i for i in map(_interface, data["interfaces"])}
+            revision = int(data["revision"])
+        self.groups, self.interfaces = groups, interfaces
         self.complete = set(self.groups)
-        self.revision = data["revision"]
+        self.revision = revision
 
     def merge(self, data: dict[str, Any], *, fill: bool = False) -> None:
-        """Apply a delta (or, with ``fill``, groups fetched with all their members)."""
+        """Apply a delta (or, with ``fill``, groups fetched with all their members).
+
+        A malformed delta raises :class:`RecordError`, possibly after part of it was
+        merged: the caller must then start again from a snapshot."""
+        with decoding("a delta"):
+            self._merge(data, fill)
+
+    def _merge(self, data: dict[str, Any], fill: bool) -> None:
         for gid in data.get("deleted_groups", ()):
             self.groups.pop(gid, None)
             self.complete.discard(gid)
@@ -132,15 +176,43 @@ class View:
 
 @dataclass
 class AgentStatus:
+    """What the agent reports (``stockade status`` shows it).
+
+    ``error``/``error_kind``: the failure being retried now (None once an attempt
+    succeeds); ``retries``: failed attempts in a row; ``retry_in_s``: the wait before the
+    next one; ``last_error*``: the latest failure, kept after recovery."""
+
     host: str
     revision: int = -1
     server_revision: int = -1
     last_sync_ms: float = 0.0
     full_syncs: int = 0
     incremental_syncs: int = 0
+    periodic_syncs: int = 0
+    resync_interval_s: float = 0.0
     error: str | None = None
+    error_kind: str | None = None
+    retries: int = 0
+    retry_in_s: float | None = None
+    errors: int = 0
+    last_error: str | None = None
+    last_error_kind: str | None = None
+    last_error_at: float | None = None
     interfaces: int = 0
     updated: float = field(default_factory=time.time)
+
+    def failed(self, exc: BaseException, kind: str, retries: int, delay: float) -> None:
+        text = f"{type(exc).__name__}: {exc}"
+        self.error = self.last_error = text
+        self.error_kind = self.last_error_kind = kind
+        self.last_error_at = time.time()
+        self.retries = retries
+        self.retry_in_s = round(delay, 3)
+        self.errors += 1
+
+    def succeeded(self) -> None:
+        self.error = self.error_kind = self.retry_in_s = None
+        self.retries = 0
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -151,8 +223,17 @@ class AgentStatus:
             "last_sync_ms": round(self.last_sync_ms, 3),
             "full_syncs": self.full_syncs,
             "incremental_syncs": self.incremental_syncs,
+            "periodic_syncs": self.periodic_syncs,
+            "resync_interval_s": self.resync_interval_s,
             "interfaces": self.interfaces,
             "error": self.error,
+            "error_kind": self.error_kind,
+            "retries": self.retries,
+            "retry_in_s": self.retry_in_s,
+            "errors": self.errors,
+            "last_error": self.last_error,
+            "last_error_kind": self.last_error_kind,
+            "last_error_at": self.last_error_at,
         }
 
 
@@ -168,9 +249,17 @@ class Agent:
         netns: str | None = None,
         transport: httpx.BaseTransport | None = None,
         executor: Executor | None = None,
+        resync_interval: float = DEFAULT_RESYNC_INTERVAL,
+        backoff: Backoff | None = None,
     ) -> None:
         """``executor``: what runs nft command buffers, if not libnftables in ``netns``
-        (a :class:`RecordingNft` lets tests follow the control plane without a kernel)."""
+        (:class:`~stockade.dataplane.fake.FakeNft` lets tests follow the control plane
+        without a kernel).
+        ``resync_interval``: seconds between full replacements of the table from the view
+        (repairing drift in the kernel; 0 never). ``backoff``: the wait between failed
+        attempts (default 0.5 s doubling to 30 s, full jitter)."""
+        if resync_interval < 0:
+            raise ValueError("resync_interval must be 0 (never) or a positive number of seconds")
         self.host = host
         self.http = httpx.Client(
             base_url=server,
@@ -180,7 +269,9 @@ class Agent:
         )
         self.nft: Executor = executor if executor is not None else Nft(netns)
         self.dataplane = Dataplane(host, self.nft)
-        self.status = AgentStatus(host)
+        self.status = AgentStatus(host, resync_interval_s=resync_interval)
+        self.resync_interval = resync_interval
+        self.backoff = backoff if backoff is not None else Backoff()
         self.view = View(host)
         self.applied = threading.Condition()
         self._stop = threading.Event()
@@ -201,7 +292,11 @@ class Agent:
             params["groups"] = ",".join(sorted(groups))
         resp = self.http.get(f"/_stockade/v1/hosts/{self.host}/state", params=params)
         resp.raise_for_status()
-        return resp.json()
+        with decoding("the control plane's answer"):
+            data = resp.json()
+            if not isinstance(data, dict) or not isinstance(data.get("revision"), int):
+                raise ValueError("not a JSON object with a revision")
+        return data
 
     def report(self) -> None:
         try:
@@ -248,7 +343,6 @@ class Agent:
             gc.freeze()  # the big, long-lived view: keep it out of later collections
         else:
             st.incremental_syncs += 1
-        st.error = None
         st.updated = time.time()
         revision = self.view.revision
         with self.applied:
@@ -262,30 +356,70 @@ class Agent:
         with self.applied:
             return self.applied.wait_for(lambda: self.status.revision >= revision, timeout)
 
+    def refresh(self) -> None:
+        """Replace the whole table from the view (the periodic resync: repairs a table
+        flushed or edited in the kernel)."""
+        self.enforce(full=True)
+        self.status.periodic_syncs += 1
+
     def run(self, poll_wait: float = 20.0) -> None:
         """Follow the control plane until :meth:`stop`."""
         full = True
+        interval = self.resync_interval
+        next_refresh = time.monotonic() + interval if interval else float("inf")
         while not self._stop.is_set():
+            step = "snapshot" if full else "poll"
             try:
                 if full:
                     self.sync_once(full=True)
                     full = False
+                    next_refresh = time.monotonic() + interval if interval else float("inf")
+                    self._succeeded()
                     self.report()
                     continue
-                data = self.fetch(since=self.view.revision, wait=poll_wait)
+                if time.monotonic() >= next_refresh:
+                    step = "refresh"
+                    self.refresh()
+                    next_refresh = time.monotonic() + interval
+                    self._succeeded()
+                    self.report()
+                    continue
+                wait = min(poll_wait, max(next_refresh - time.monotonic(), 0.0))
+                data = self.fetch(since=self.view.revision, wait=wait)
+                step = "apply"
                 self.status.server_revision = max(self.status.server_revision, data["revision"])
-                if data.get("full", True) or data["revision"] > self.view.revision:
+                changed = data.get("full", True) or data["revision"] > self.view.revision
+                if changed:
                     self.absorb(data)
                     self.enforce()
+                recovered = self.status.error is not None
+                self._succeeded()
+                if changed or recovered:
                     self.report()
             except Exception as exc:  # noqa: BLE001 - the agent must keep going
                 if self._stop.is_set():
                     break
-                self.status.error = f"{type(exc).__name__}: {exc}"
-                log.warning("agent %s: %s; full resync", self.host, self.status.error)
+                kind = classify(exc)
+                # a failed long poll changed nothing: resume from the view's revision; any
+                # other failure may have left the view or the table half done
+                full = full or not (step == "poll" and kind == TRANSPORT)
+                delay = self.backoff.next_delay()
+                self.status.failed(exc, kind, self.backoff.failures, delay)
+                log.warning(
+                    "agent %s: %s error (%s attempt failed): %s; %s in %.2f s",
+                    self.host,
+                    kind,
+                    _ordinal(self.backoff.failures),
+                    self.status.error,
+                    "full resync" if full else "polling again",
+                    delay,
+                )
                 self.report()
-                full = True
-                self._stop.wait(1.0)
+                self._stop.wait(delay)
+
+    def _succeeded(self) -> None:
+        self.backoff.reset()
+        self.status.succeeded()
 
     def stop(self) -> None:
         self._stop.set()
@@ -298,3 +432,8 @@ class Agent:
         self.http.close()
         if isinstance(self.nft, Nft):
             self.nft.close()
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"

@@ -135,7 +135,8 @@ class Nft:
 
 
 class RecordingNft:
-    """A fake Executor for unit tests: records scripts, applies nothing."""
+    """A fake Executor for unit tests: records scripts, applies nothing (``FakeNft`` in
+    dataplane/fake.py applies them to tables in memory)."""
 
     def __init__(self, fail_on: str | None = None) -> None:
         self.scripts: list[str] = []

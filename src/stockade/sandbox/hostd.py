@@ -27,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from stockade.dataplane.agent import Agent
+from stockade.dataplane.agent import DEFAULT_RESYNC_INTERVAL, Agent
 from stockade.dataplane.netns import NetnsWorker
 from stockade.sandbox import net
 from stockade.service.topology import ifname_for
@@ -77,7 +77,10 @@ class HostDaemon:
         logs: Path,
         resolver: Any = None,
         metadata: Any = None,
+        resync_interval: float = DEFAULT_RESYNC_INTERVAL,
     ) -> None:
+        """``resync_interval``: seconds between the agent's full rewrites of the host's
+        table (repairing drift in the kernel; 0 never)."""
         self.index = index
         self.name = f"host-{index}"
         self.prefix = prefix
@@ -89,7 +92,9 @@ class HostDaemon:
             headers={"Authorization": f"Bearer {token}"},
             timeout=httpx.Timeout(10.0, read=40.0),
         )
-        self.agent = Agent(server, token, self.name, netns=self.netns)
+        self.agent = Agent(
+            server, token, self.name, netns=self.netns, resync_interval=resync_interval
+        )
         self.running: dict[str, Running] = {}
         self.lock = threading.Lock()
         self._stop = threading.Event()
@@ -213,10 +218,7 @@ class HostDaemon:
         net.address(ns, "eth0", f"{ip}/{prefixlen}")
         net.route(ns, f"{GATEWAY}/32", dev="eth0")
         net.route(ns, "default", gateway=GATEWAY)
-        net.sysctl(
-            self.netns,
-            {f"net.ipv4.conf.{ifname}.proxy_arp": 1, f"net.ipv4.conf.{ifname}.rp_filter": 0},
-        )
+        net.sysctl(self.netns, instance_link_sysctls(ifname))
         net.address(self.netns, ifname, f"{GATEWAY}/32")
         # the instance is reachable only once its groups are in this host's table
         head = self.http.get("/_stockade/health").json()["revision"]
@@ -271,6 +273,19 @@ class HostDaemon:
                 if inst.private_ip == ip:
                     return inst
         return None
+
+
+def instance_link_sysctls(ifname: str) -> dict[str, int]:
+    """The host side of an instance's link: it answers ARP for every address (the instance
+    sends even its subnet neighbours' traffic here), at once. Linux delays proxy ARP
+    replies by a random time up to ``proxy_delay`` (0.8 s by default), which made the first
+    connection between two instances of a subnet take up to a second longer than the rule
+    that allowed it."""
+    return {
+        f"net.ipv4.conf.{ifname}.proxy_arp": 1,
+        f"net.ipv4.conf.{ifname}.rp_filter": 0,
+        f"net.ipv4.neigh.{ifname}.proxy_delay": 0,
+    }
 
 
 def _add_local(netns_name: str, address: str) -> None:
