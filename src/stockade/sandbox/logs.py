@@ -124,13 +124,13 @@ class ComponentLogs(logging.Handler):
         super().close()
 
 
-def tail(file: Path, lines: int) -> str:
-    """The last ``lines`` lines of ``file`` (all of it for 0)."""
-    text = file.read_text(errors="replace")
-    if lines <= 0:
-        return text
-    kept = text.splitlines(keepends=True)[-lines:]
-    return "".join(kept)
+def tail(file: Path, lines: int) -> tuple[str, int]:
+    """The last ``lines`` lines of ``file`` (all of it for 0), and the offset read up to."""
+    raw = file.read_bytes()
+    text = raw.decode(errors="replace")
+    if lines > 0:
+        text = "".join(text.splitlines(keepends=True)[-lines:])
+    return text, len(raw)
 
 
 def follow(

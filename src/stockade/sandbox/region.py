@@ -271,6 +271,7 @@ class Sandbox:
         self.edge = Edge(prefix, hosts, self.public_pool)
         self.lock = runtime.Lock(prefix)
         self.record: runtime.Record | None = None
+        self.teardown: Teardown | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._servers: list[Any] = []
@@ -493,6 +494,7 @@ class Sandbox:
         if self.lock.fd is not None:
             (self.data_dir / STATE_FILE).unlink(missing_ok=True)
         summary.seconds = time.monotonic() - started
+        self.teardown = summary
         if self.lock.fd is not None:
             self.lock.stopped(asdict(summary))
             log.info("sandbox %s: %s", self.prefix, summary.line())
@@ -521,8 +523,13 @@ class Sandbox:
         including an exception in any step, removes what was made."""
         phase = "starting"
         done = threading.Event()
+        pid = os.getpid()
 
         def on_signal(signum: int, _frame: Any) -> None:
+            if os.getpid() != pid:
+                # a child pyroute2 forked to enter a namespace inherits this handler: it
+                # must die, never unwind into a copy of this process's start-up or teardown
+                os._exit(1)
             if phase == "starting":
                 raise Interrupted(signal.Signals(signum).name)
             done.set()  # running: stop; stopping: already under way
