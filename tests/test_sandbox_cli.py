@@ -229,8 +229,10 @@ def test_a_signal_during_start_up_removes_what_was_made(
         proc.wait_line(what)
     else:
         wait_until(
-            lambda: f"{region.prefix}{what}" in namespaces(region.prefix)
-            or proc.proc.poll() is not None,
+            lambda: (
+                f"{region.prefix}{what}" in namespaces(region.prefix)
+                or proc.proc.poll() is not None
+            ),
             60,
             f"namespace {region.prefix}{what}",
         )

@@ -308,18 +308,17 @@ def status(
     out.print(inst)
 
 
-STALE_GRACE_SECONDS = 5.0
-
-
 def _poll_seconds(agent: dict) -> float:
-    return float(agent.get("poll_seconds") or 20.0)
+    poll = agent.get("poll_seconds")
+    return 20.0 if poll is None else float(poll)
 
 
 def _agent_stale(agent: dict) -> bool:
-    """An agent reports after every poll; silent for longer than its poll (and a grace for
-    the report itself), it is stuck or gone."""
+    """An agent reports after every poll; silent for longer than its poll (and a grace of
+    a second and a quarter of the poll, for the report itself), it is stuck or gone."""
     age = agent.get("age_seconds")
-    return age is not None and float(age) > _poll_seconds(agent) + STALE_GRACE_SECONDS
+    poll = _poll_seconds(agent)
+    return age is not None and float(age) > poll * 1.25 + 1.0
 
 
 def agent_problem(agent: dict) -> str:
