@@ -581,8 +581,7 @@ def down(
     import signal
     import time
 
-    from stockade.sandbox import net, runtime
-    from stockade.sandbox.region import STATE_FILE, SandboxInfo
+    from stockade.sandbox import runtime
 
     explicit = _data_flag(data_dir)
     if prefix is not None:
@@ -593,6 +592,8 @@ def down(
     elif explicit:
         record = runtime.find(data_dir=explicit)
         if record is None:
+            from stockade.sandbox.region import SandboxInfo
+
             info = SandboxInfo.load(Path(explicit)) if Path(explicit).is_dir() else None
             prefix = info.prefix if info is not None else None
     else:
@@ -610,9 +611,7 @@ def down(
                 time.sleep(0.05)
         summary = runtime.read_stopped(record.prefix)
         if summary is not None:
-            from stockade.sandbox.region import Teardown
-
-            text = Teardown(**summary).line()
+            text = runtime.Teardown(**summary).line()
         else:
             text = "it did not say what it removed"
         err.print(
@@ -622,21 +621,27 @@ def down(
         )
         prefix = record.prefix
     left: list[str] = []
-    if prefix is not None:
+    if prefix is not None and runtime.namespaces_with(prefix):
+        from stockade.sandbox import net
+
         # only with the prefix's lock: never the namespaces of a sandbox alive elsewhere
         lock = runtime.Lock(prefix)
         try:
             lock.acquire()
         except runtime.AlreadyRunning as exc:
-            fail(f"the sandbox did not stop: {exc}")
-        try:
-            left = net.with_prefix(prefix)
-            for name in left:
-                net.remove(name)
-        finally:
-            lock.release()
+            if record is not None:
+                fail(f"the sandbox did not stop: {exc}")
+            # the prefix a stale record named is another data dir's live sandbox now
+            prefix = None
+        else:
+            try:
+                left = net.with_prefix(prefix)
+                for name in left:
+                    net.remove(name)
+            finally:
+                lock.release()
     if explicit and Path(explicit).is_dir():
-        (Path(explicit) / STATE_FILE).unlink(missing_ok=True)
+        (Path(explicit) / "sandbox.json").unlink(missing_ok=True)  # region.STATE_FILE
     if record is None:
         what = f"with prefix {prefix!r}" if prefix else f"for data dir {explicit}"
         err.print(

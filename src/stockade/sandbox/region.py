@@ -36,6 +36,7 @@ from stockade.dataplane.netns import NetnsWorker
 from stockade.dataplane.nft import Nft
 from stockade.sandbox import logs, net, runtime
 from stockade.sandbox.hostd import HostDaemon, bound_socket
+from stockade.sandbox.runtime import Teardown
 
 log = logging.getLogger(__name__)
 
@@ -207,26 +208,6 @@ table ip stockade_nat {{
 
 class Interrupted(BaseException):
     """SIGINT/SIGTERM arrived while the sandbox was starting: unwind and tear down."""
-
-
-@dataclass
-class Teardown:
-    """What stopping the sandbox removed (``stockade down`` and Ctrl-C print it)."""
-
-    instances: int = 0
-    namespaces: int = 0
-    processes: int = 0
-    seconds: float = 0.0
-
-    def line(self) -> str:
-        def n(count: int, one: str, many: str) -> str:
-            return f"{count} {one if count == 1 else many}"
-
-        return (
-            f"removed {n(self.instances, 'instance', 'instances')}, "
-            f"{n(self.namespaces, 'namespace', 'namespaces')}; "
-            f"stopped {n(self.processes, 'process', 'processes')} in {self.seconds:.1f} s"
-        )
 
 
 def port_free(port: int) -> bool:
@@ -530,7 +511,8 @@ class Sandbox:
                 # a child pyroute2 forked to enter a namespace inherits this handler: it
                 # must die, never unwind into a copy of this process's start-up or teardown
                 os._exit(1)
-            if phase == "starting":
+            ready = self.record is not None and self.record.state == "ready"
+            if phase == "starting" and not ready:
                 raise Interrupted(signal.Signals(signum).name)
             done.set()  # running: stop; stopping: already under way
 

@@ -27,6 +27,34 @@ STOPPED = "stopped.json"
 _PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,7}$")
 
 
+@dataclass
+class Teardown:
+    """What stopping the sandbox removed (``stockade down`` and Ctrl-C print it)."""
+
+    instances: int = 0
+    namespaces: int = 0
+    processes: int = 0
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        def n(count: int, one: str, many: str) -> str:
+            return f"{count} {one if count == 1 else many}"
+
+        return (
+            f"removed {n(self.instances, 'instance', 'instances')}, "
+            f"{n(self.namespaces, 'namespace', 'namespaces')}; "
+            f"stopped {n(self.processes, 'process', 'processes')} in {self.seconds:.1f} s"
+        )
+
+
+def namespaces_with(prefix: str) -> list[str]:
+    """Names under /var/run/netns starting with ``prefix`` (without importing pyroute2)."""
+    try:
+        return sorted(n for n in os.listdir("/var/run/netns") if n.startswith(prefix))
+    except FileNotFoundError:
+        return []
+
+
 def run_root() -> Path:
     return Path(os.environ.get("STOCKADE_RUN_DIR", "/run/stockade"))
 
