@@ -344,7 +344,7 @@ def _sandbox_state(data: Path, running) -> dict:
             "hosts": running.hosts,
             "text": (
                 f"sandbox [bold green]{running.state}[/bold green] (prefix {running.prefix}, "
-                f"{running.describe()}, {running.hosts} hosts); "
+                f"{running.describe()}, {running.hosts} host{'' if running.hosts == 1 else 's'}); "
                 f"{running.down_hint()} stops it"
                 + (f" [dim](other commands: {flags})[/dim]" if flags else "")
             ),
@@ -556,7 +556,8 @@ def _sandbox_banner(data: Path, port: int, hosts: int) -> None:
         "" if flags or port == config.DEFAULT_PORT else f" --endpoint http://127.0.0.1:{port}"
     )
     err.print(
-        f"[bold]Stockade sandbox[/bold]: EC2 API on http://127.0.0.1:{port}, {hosts} hosts",
+        f"[bold]Stockade sandbox[/bold]: EC2 API on http://127.0.0.1:{port}, "
+        f"{hosts} host{'' if hosts == 1 else 's'}",
         soft_wrap=True,
     )
     err.print(
