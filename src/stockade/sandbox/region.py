@@ -257,6 +257,7 @@ class Sandbox:
         self._threads: list[threading.Thread] = []
         self._servers: list[Any] = []
         self._logs: logs.ComponentLogs | None = None
+        self.interrupted: str | None = None  # the signal that asked start-up to stop
         self.snapshot: dict[str, Any] = {"interfaces": [], "groups": [], "revision": 0}
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -301,6 +302,7 @@ class Sandbox:
                     break
             except httpx.HTTPError:
                 self._stop.wait(0.05)
+            self.check_interrupted()
         else:
             raise RuntimeError(f"the API server did not answer on {self.endpoint}")
         if self.server.poll() is not None:
@@ -319,6 +321,7 @@ class Sandbox:
         :meth:`down`, which removes what was made."""
 
         def step(text: str) -> None:
+            self.check_interrupted()
             if progress is not None:
                 progress(text)
 
@@ -376,6 +379,7 @@ class Sandbox:
             )
             self.daemons.append(daemon)
             daemon.start()
+        self.check_interrupted()
         self._follow(token)
         SandboxInfo(
             self.prefix,
@@ -386,9 +390,11 @@ class Sandbox:
             self.public_domain,
             self.public_pool,
         ).save(self.data_dir)
+        self.check_interrupted()
         self.record.state = "ready"
         self.lock.record(self.record)
-        step("ready")
+        if progress is not None:
+            progress("ready")
 
     def _start_outside_resolver(self, inet: str) -> None:
         from stockade.sandbox import services
@@ -498,6 +504,12 @@ class Sandbox:
                 break
             done.wait(0.5)
 
+    def check_interrupted(self) -> None:
+        """Between start-up steps: stop if a signal asked to (a step is never cut in the
+        middle, where it may hold a lock that the teardown needs)."""
+        if self.interrupted is not None:
+            raise Interrupted(self.interrupted)
+
     def run(self, progress: Any = None, ready: Any = None) -> Teardown:
         """`stockade up` in the foreground: start, call ``ready``, run until SIGINT or
         SIGTERM, tear down. A signal during start-up interrupts it; every exit path,
@@ -509,17 +521,26 @@ class Sandbox:
         def on_signal(signum: int, _frame: Any) -> None:
             if os.getpid() != pid:
                 # a child pyroute2 forked to enter a namespace inherits this handler: it
-                # must die, never unwind into a copy of this process's start-up or teardown
-                os._exit(1)
-            ready = self.record is not None and self.record.state == "ready"
-            if phase == "starting" and not ready:
-                raise Interrupted(signal.Signals(signum).name)
-            done.set()  # running: stop; stopping: already under way
+                # must never unwind into a copy of this process's start-up or teardown.
+                # Ctrl-C reaches it too (same process group): it finishes its job; a
+                # SIGTERM (pyroute2 stopping it) ends it
+                if signum != signal.SIGINT:
+                    os._exit(1)
+                return
+            if phase == "starting" and self.interrupted is None:
+                self.interrupted = signal.Signals(signum).name
+            done.set()  # starting: stop after this step; running: stop; stopping: under way
 
         previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             try:
-                self.up(progress)
+                try:
+                    self.up(progress)
+                except Exception:
+                    # a step broken by the signal (a forked helper killed, say) was an
+                    # interruption, not a failure
+                    self.check_interrupted()
+                    raise
                 phase = "running"
                 if ready is not None:
                     ready()
