@@ -613,6 +613,7 @@ def down(
         summary = runtime.read_stopped(record.prefix)
         if summary is not None:
             text = runtime.Teardown(**summary).line()
+            runtime.forget_stopped(record.prefix)
         else:
             text = "it did not say what it removed"
         err.print(

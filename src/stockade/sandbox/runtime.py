@@ -170,17 +170,26 @@ class Lock:
         self.fd: int | None = None
 
     def acquire(self) -> Lock:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        # O_CLOEXEC (Python's default): the API server and instances never inherit the lock
-        fd = os.open(self.directory / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        path = self.directory / LOCK
+        for _ in range(5):
+            self.directory.mkdir(parents=True, exist_ok=True)
+            # O_CLOEXEC (Python's default): the API server and instances never inherit it
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise AlreadyRunning(load(self.prefix), self.prefix) from None
+            try:
+                same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:  # not a lock file its last holder removed as we opened it
+                self.fd = fd
+                (self.directory / STOPPED).unlink(missing_ok=True)
+                return self
             os.close(fd)
-            raise AlreadyRunning(load(self.prefix), self.prefix) from None
-        self.fd = fd
-        (self.directory / STOPPED).unlink(missing_ok=True)
-        return self
+        raise AlreadyRunning(None, self.prefix)
 
     def record(self, record: Record) -> None:
         assert self.fd is not None, "the lock is not held"
@@ -196,6 +205,7 @@ class Lock:
         if self.fd is None:
             return
         (self.directory / RECORD).unlink(missing_ok=True)
+        (self.directory / LOCK).unlink(missing_ok=True)  # still held: no one else has it
         os.close(self.fd)  # closing the only descriptor drops the flock
         self.fd = None
 
@@ -207,11 +217,33 @@ def running() -> list[Record]:
         return []
     out = []
     for child in sorted(root.iterdir()):
-        if child.is_dir() and held(child.name):
+        if not child.is_dir():
+            continue
+        if held(child.name):
             record = load(child.name)
             if record is not None:
                 out.append(record)
+        elif not (child / LOCK).exists():
+            _sweep(child)
     return out
+
+
+def _sweep(directory: Path, age: float = 600.0) -> None:
+    """Forget a sandbox that stopped cleanly a while ago (only its summary is left)."""
+    stopped = directory / STOPPED
+    with contextlib.suppress(OSError):
+        if stopped.exists() and time.time() - stopped.stat().st_mtime < age:
+            return
+        stopped.unlink(missing_ok=True)
+        directory.rmdir()
+
+
+def forget_stopped(prefix: str) -> None:
+    """`stockade down` has shown the summary: remove it, and the directory if empty."""
+    directory = run_root() / prefix
+    with contextlib.suppress(OSError):
+        (directory / STOPPED).unlink(missing_ok=True)
+        directory.rmdir()
 
 
 def find(data_dir: str | Path | None = None, prefix: str | None = None) -> Record | None:
