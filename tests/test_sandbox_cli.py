@@ -156,6 +156,11 @@ def test_second_up_is_refused_and_the_first_keeps_running(region: Region) -> Non
     first.wait_line("up: ready")
     made = namespaces(region.prefix)
     assert {f"{region.prefix}inet", f"{region.prefix}edge", f"{region.prefix}h1"} <= set(made)
+    # the hints name the non-default data dir
+    wait_until(lambda: "Ctrl-C stops" in first.text, 10, "the banner")
+    banner = " ".join(first.text.split())
+    assert f'eval "$(stockade env --data-dir {region.data})"' in banner, banner
+    assert f"stockade outside --data-dir {region.data} --from" in banner
 
     other_data = region.root / "other"
     second = region.stockade(
@@ -195,6 +200,7 @@ def test_second_up_is_refused_and_the_first_keeps_running(region: Region) -> Non
     assert data["agents"][0]["age_seconds"] >= 0 and data["agents"][0]["stale"] is False
     shown = region.stockade("status")
     assert shown.returncode == 0 and "ready" in shown.stdout and region.prefix in shown.stdout
+    assert f"--data-dir {region.data}" in " ".join(shown.stdout.split())
     api_log = region.stockade("logs", "api")
     assert api_log.returncode == 0 and "Stockade EC2 API on" in api_log.stdout
     host_log = region.stockade("logs", "host-1")

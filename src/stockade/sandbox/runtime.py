@@ -15,6 +15,7 @@ import fcntl
 import json
 import os
 import re
+import shlex
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ DEFAULT_PREFIX = "skr-"
 RECORD = "sandbox.json"
 LOCK = "lock"
 STOPPED = "stopped.json"
-_PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,7}$")
+_PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
 
 
 @dataclass
@@ -63,7 +64,7 @@ def check_prefix(prefix: str) -> str | None:
     """None if ``prefix`` can name the sandbox's namespaces, else why not."""
     if not _PREFIX.match(prefix):
         return (
-            f"--prefix {prefix!r} must be 1-8 letters, digits, '-', '_' or '.', "
+            f"--prefix {prefix!r} must be 1-32 letters, digits, '-', '_' or '.', "
             "starting with a letter or digit"
         )
     return None
@@ -100,15 +101,10 @@ class Record:
         return f"pid {self.pid}, data dir {self.data_dir}, port {self.port}"
 
     def flags(self) -> str:
-        """The options that name this sandbox on a command line (empty for the defaults)."""
-        from stockade import config
-
-        parts = []
-        if Path(self.data_dir) != default_data_dir():
-            parts.append(f"--data-dir {self.data_dir}")
-        if self.port != config.DEFAULT_PORT:
-            parts.append(f"--port {self.port}")
-        return " ".join(parts)
+        """The option that names this sandbox to other commands (empty for the default)."""
+        if Path(self.data_dir).resolve() != default_data_dir().resolve():
+            return f"--data-dir {shlex.quote(self.data_dir)}"
+        return ""
 
     def down_hint(self) -> str:
         extra = f" --prefix {self.prefix}" if self.prefix != DEFAULT_PREFIX else ""
