@@ -6,13 +6,15 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 
 from stockade.store.db import Store, agent_token
 
-from conftest import BIN, wait_until
+from conftest import BIN, Server, start_server, stop_server, wait_until
 
 
 def stockade(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -79,10 +81,33 @@ def test_logs_lists_shows_and_follows(tmp_path: Path) -> None:
         follow.wait(10)
 
 
-def test_status_warns_of_an_agent_silent_past_its_poll(sqlite_server) -> None:
+@pytest.fixture
+def hosted_server() -> Iterator[Server]:
+    """A server whose instances wait for a host to claim them (as in the sandbox)."""
+    server = start_server(env={"STOCKADE_AUTO_RUN": "0"})
+    try:
+        yield server
+    finally:
+        stop_server(server)
+
+
+def test_status_names_groups_and_warns_of_an_agent_silent_past_its_poll(
+    hosted_server: Server,
+) -> None:
+    sqlite_server = hosted_server
     store = Store(sqlite_server.db_url)
     token = agent_token(store)
     host = f"host-{os.getpid()}"
+    ec2 = sqlite_server.client(sqlite_server.account())
+    name = f"web-{os.urandom(3).hex()}"
+    gid = ec2.create_security_group(GroupName=name, Description="d")["GroupId"]
+    ec2.run_instances(ImageId="ami-fba54092", MinCount=1, MaxCount=1, SecurityGroupIds=[gid])
+    claimed = httpx.post(
+        f"{sqlite_server.url}/_stockade/v1/hosts/{host}/claim",
+        json={"limit": 50},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert claimed.status_code == 200, claimed.text
     report = {"revision": 0, "server_revision": 0, "interfaces": 0, "poll_seconds": 0.2}
     r = httpx.post(
         f"{sqlite_server.url}/_stockade/v1/hosts/{host}/status",
@@ -92,10 +117,11 @@ def test_status_warns_of_an_agent_silent_past_its_poll(sqlite_server) -> None:
     assert r.status_code == 200
     args = ("status", "--server", sqlite_server.url, "--data-dir", sqlite_server.data_dir)
     args += ("--database-url", sqlite_server.db_url)
-    env = {"STOCKADE_RUN_DIR": sqlite_server.data_dir}
+    env = {"STOCKADE_RUN_DIR": sqlite_server.data_dir, "COLUMNS": "200"}
     reported = time.monotonic()
     fresh = stockade(*args, env=env)
     assert fresh.returncode == 0, fresh.stderr
+    assert f"{gid} ({name})" in " ".join(fresh.stdout.split())
     if time.monotonic() - reported < 1.2:  # the command itself may take that long
         assert f"agent of {host}" not in fresh.stderr
     results: list[subprocess.CompletedProcess] = []
