@@ -3,6 +3,7 @@ and the stale-agent warning of `stockade status` (against a real server)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -133,3 +134,40 @@ def test_status_names_groups_and_warns_of_an_agent_silent_past_its_poll(
     wait_until(warned, 30, "the stale-agent warning")
     assert f"stockade logs {host}" in " ".join(results[-1].stderr.split())
     assert "not running" in results[-1].stdout  # no sandbox: the API alone
+
+
+def test_stopping_the_server_answers_open_long_polls(hosted_server: Server) -> None:
+    """SIGTERM: a long poll (wait=30) gets its answer now, so shutdown does not wait it out
+    (the sandbox's hosts, agents and edge each hold one open)."""
+    import signal
+    import socket
+
+    token = agent_token(Store(hosted_server.db_url))
+    port = int(hosted_server.url.rsplit(":", 1)[1])
+    sock = socket.create_connection(("127.0.0.1", port), timeout=20)
+    request = (
+        f"GET /_stockade/v1/changes?since={10**9}&wait=30 HTTP/1.1\r\n"
+        f"Host: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\n\r\n"
+    )
+    local = sock.getsockname()[1]
+    sock.sendall(request.encode())
+
+    def server_has_read_it() -> bool:  # the server side's receive queue is empty
+        out = subprocess.run(
+            ["ss", "-tnH", "state", "established", f"( sport = :{port} and dport = :{local} )"],
+            capture_output=True,
+            text=True,
+        ).stdout.split()
+        return bool(out) and out[0] == "0"
+
+    with sock:
+        wait_until(server_has_read_it, 10, "the server to read the long poll")
+        hosted_server.proc.send_signal(signal.SIGTERM)
+        # before the poll's 30 s are over: the server answered it and exited
+        hosted_server.proc.wait(20)
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), reply
+    assert json.loads(body)["changes"] == []
