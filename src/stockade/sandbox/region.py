@@ -26,6 +26,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -267,8 +268,8 @@ class Sandbox:
         if self.lock.fd is None:
             return []
         names = net.with_prefix(self.prefix)
-        for name in names:
-            net.remove(name)
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(net.remove, names))
         return names
 
     def start_server(self) -> str:
@@ -463,14 +464,25 @@ class Sandbox:
             except subprocess.TimeoutExpired:
                 server.kill()
                 server.wait(5)
+        stopped: list[subprocess.Popen] = []
         for daemon in self.daemons:
+            # the instances' namespaces go with all the others below, at once; one by one
+            # (routes, links, then the namespace) they took a fifth of a second each
             with daemon.lock:
-                summary.instances += len(daemon.running)
-                summary.processes += sum(
-                    1 for inst in daemon.running.values() for p in inst.procs if p.poll() is None
-                )
-                summary.namespaces += len(daemon.running)
+                instances = list(daemon.running.values())
+                daemon.running.clear()
+            summary.instances += len(instances)
+            for inst in instances:
+                for proc in inst.procs:
+                    if proc.poll() is None:
+                        summary.processes += 1
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    stopped.append(proc)
             daemon.stop()
+        for proc in stopped:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(2)
         for srv in self._servers:
             srv.close()
         self._servers.clear()
