@@ -327,10 +327,19 @@ def agent_problem(agent: dict) -> str:
     return str(agent.get("error") or "")
 
 
+def _data_dir_record(data: Path) -> dict:
+    """What the data dir's sandbox.json (region.STATE_FILE) says, if anything (read here
+    rather than through region.SandboxInfo, whose import costs most of a second)."""
+    try:
+        raw = json.loads((data / "sandbox.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return raw if isinstance(raw, dict) else {}
+
+
 def _sandbox_state(data: Path, running) -> dict:
     """Is the sandbox up? From the runtime record and its lock (a live `stockade up`)."""
     from stockade.sandbox import runtime
-    from stockade.sandbox.region import SandboxInfo
 
     if running is not None:
         flags = running.flags()
@@ -349,11 +358,11 @@ def _sandbox_state(data: Path, running) -> dict:
                 + (f" [dim](other commands: {flags})[/dim]" if flags else "")
             ),
         }
-    stale = SandboxInfo.load(data)
-    prefix = stale.prefix if stale else runtime.DEFAULT_PREFIX
+    stale = _data_dir_record(data)
+    prefix = stale.get("prefix", runtime.DEFAULT_PREFIX)
     text = f"sandbox [bold red]not running[/bold red] for {data}"
-    if stale is not None:
-        text += f" (its record says pid {stale.pid}, which holds no sandbox lock)"
+    if stale:
+        text += f" (its record says pid {stale.get('pid')}, which holds no sandbox lock)"
     flag = "" if data == _default_data() else f" --data-dir {shlex.quote(str(data))}"
     text += f"; `sudo stockade up{flag}` starts it"
     return {"up": False, "prefix": prefix, "data_dir": str(data), "text": text}
@@ -593,10 +602,7 @@ def down(
     elif explicit:
         record = runtime.find(data_dir=explicit)
         if record is None:
-            from stockade.sandbox.region import SandboxInfo
-
-            info = SandboxInfo.load(Path(explicit)) if Path(explicit).is_dir() else None
-            prefix = info.prefix if info is not None else None
+            prefix = _data_dir_record(Path(explicit)).get("prefix")
     else:
         prefix = runtime.DEFAULT_PREFIX
         record = runtime.find(prefix=prefix)
