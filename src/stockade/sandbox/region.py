@@ -211,6 +211,14 @@ class Interrupted(BaseException):
     """SIGINT/SIGTERM arrived while the sandbox was starting: unwind and tear down."""
 
 
+def _die_with_parent() -> None:
+    """In the API server's child, before exec: SIGTERM when the parent thread exits."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+
+
 def port_free(port: int) -> bool:
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -288,8 +296,14 @@ class Sandbox:
         env = {**os.environ, "STOCKADE_AUTO_RUN": "0"}
         with open(logs.path(self.data_dir, "api"), "ab") as out:
             # its own process group: a Ctrl-C in the terminal reaches `up`, which stops it
+            # in order; and it dies with `up`, however `up` dies (kill -9 included)
             self.server = subprocess.Popen(
-                cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+                cmd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
