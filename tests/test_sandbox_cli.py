@@ -255,6 +255,25 @@ def test_a_signal_during_start_up_removes_what_was_made(
     assert runtime.find(prefix=region.prefix) is None
 
 
+def test_a_killed_sandbox_is_cleaned_up_by_the_next_up(region: Region) -> None:
+    first = region.up()
+    first.wait_line("up: ready")
+    first.proc.kill()  # SIGKILL: no teardown at all
+    assert first.finish() != 0
+    # its lock went with it, and its API server too
+    wait_until(lambda: port_free(region.port), 10, "the API server to die with stockade up")
+    assert runtime.find(prefix=region.prefix) is None
+    assert f"{region.prefix}h1" in namespaces(region.prefix)
+    status = region.stockade("status", "--data-dir", str(region.data))
+    said = " ".join(status.stdout.split())
+    assert "not running" in said and f"pid {first.proc.pid}, which holds no sandbox lock" in said
+    second = region.up()
+    second.wait_line("up: ready")
+    assert region.stockade("down", "--prefix", region.prefix).returncode == 0
+    assert second.finish() == 0
+    assert namespaces(region.prefix) == []
+
+
 def test_a_failing_step_removes_what_was_made(region: Region) -> None:
     proc = region.up(env={"STOCKADE_PUBLIC_POOL": "not-a-network"})
     rc = proc.finish(60)
