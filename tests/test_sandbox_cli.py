@@ -134,6 +134,12 @@ class Region:
     def close(self) -> None:
         for proc in self.ups:
             proc.stop()
+        left = runtime.find(prefix=self.prefix)  # an `up -d` of a failed test
+        if left is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(left.pid, signal.SIGTERM)
+            with contextlib.suppress(AssertionError):
+                wait_until(lambda: not left.alive(), 30, "the background sandbox to stop")
         for name in namespaces(self.prefix):
             subprocess.run(["ip", "netns", "pids", name], capture_output=True)
             subprocess.run(["ip", "netns", "del", name], capture_output=True)
@@ -272,6 +278,22 @@ def test_a_killed_sandbox_is_cleaned_up_by_the_next_up(region: Region) -> None:
     assert region.stockade("down", "--prefix", region.prefix).returncode == 0
     assert second.finish() == 0
     assert namespaces(region.prefix) == []
+
+
+def test_background_up_then_down(region: Region) -> None:
+    args = ["--hosts", "1", "--prefix", region.prefix, "--data-dir", str(region.data)]
+    started = region.stockade("up", "-d", *args, "--port", str(region.port))
+    assert started.returncode == 0, started.stderr
+    said = " ".join(started.stderr.split())
+    assert "sandbox running in the background" in said
+    assert f"stockade down --prefix {region.prefix}" in said
+    record = runtime.find(prefix=region.prefix)
+    assert record is not None and record.state == "ready" and record.port == region.port
+    assert f"pid {record.pid}" in said
+    assert "up: ready" in region.stockade("logs", "sandbox").stdout
+    down = region.stockade("down", "--prefix", region.prefix)
+    assert down.returncode == 0 and "removed 0 instances, 3 namespaces" in down.stderr
+    assert not record.alive() and namespaces(region.prefix) == []
 
 
 def test_a_failing_step_removes_what_was_made(region: Region) -> None:
