@@ -119,7 +119,7 @@ def env(
 ) -> None:
     """Print `export` lines for boto3, the AWS CLI and the classic ec2-* tools."""
     data, running = _locate(data_dir)
-    _require_state(data, database_url)
+    _require_state(data, database_url, running)
     store = open_store(str(data), database_url)
     try:
         acct = accounts.get(store, name)
@@ -158,10 +158,15 @@ def _locate(data_dir: str | None):
     return runtime.default_data_dir(), None
 
 
-def _require_state(data: Path, database_url: str | None) -> None:
+def _require_state(data: Path, database_url: str | None, running=None) -> None:
     """Refuse to invent a new database (and an account whose keys no server knows)."""
     if database_url or os.environ.get("STOCKADE_DATABASE_URL"):
         return
+    if running is not None and running.external_database:
+        fail(
+            f"the running sandbox (prefix {running.prefix}) keeps its state in the database "
+            "it was started with: pass the same --database-url (or set STOCKADE_DATABASE_URL)"
+        )
     if (data / "stockade.db").exists():
         return
     flag = "" if data == _default_data() else f" --data-dir {shlex.quote(str(data))}"
@@ -192,7 +197,7 @@ def control_plane(server: str | None, data_dir: str | None, database_url: str | 
     from stockade.store.db import agent_token
 
     data, running = _locate(data_dir)
-    _require_state(data, database_url)
+    _require_state(data, database_url, running)
     token = agent_token(open_store(str(data), database_url))
     url = server or (running.endpoint if running else None) or config.endpoint()
     return httpx.Client(
@@ -454,7 +459,13 @@ def up(
                 + ("" if other.prefix != prefix else ", or pick another --prefix")
             )
     if not port_free(port):
-        fail(f"port {port} is in use (another `stockade serve`?): pick another with --port")
+        holder = next((r for r in runtime.running() if r.port == port), None)
+        by = (
+            f"by the sandbox with prefix {holder.prefix} ({holder.describe()})"
+            if holder
+            else "(another `stockade serve`?)"
+        )
+        fail(f"port {port} is in use {by}: pick another with --port")
     if background:
         log = open(data / "sandbox.log", "ab")  # noqa: SIM115
         args = [
@@ -723,6 +734,7 @@ def outside(
 def demo(
     story: Annotated[str, typer.Argument(help="albert, mary or bastion (the seeds' stories).")],
     data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
 ) -> None:
     """Run a seed story step by step in the running sandbox, in an account of its own
     (demo-<story>, reset at start): your own groups and instances are never touched."""
@@ -732,7 +744,8 @@ def demo(
         fail(f"unknown story {story!r}: choose one of {', '.join(STORIES)}")
     info = _sandbox(data_dir)
     data = Path(info.data_dir)
-    store = open_store(str(data), None)
+    _require_state(data, database_url, info)
+    store = open_store(str(data), database_url)
     try:
         acct = demo_account(store, story, info.endpoint)
     finally:

@@ -353,6 +353,7 @@ class Sandbox:
             port=self.port,
             hosts=self.hosts,
             endpoint=self.endpoint,
+            external_database=self.database_url is not None,
         )
         self.lock.record(self.record)
         if not port_free(self.port):

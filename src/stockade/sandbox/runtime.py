@@ -79,6 +79,7 @@ class Record:
     data_dir: str
     port: int
     hosts: int = 0
+    external_database: bool = False  # started with --database-url (not recorded: secrets)
     endpoint: str = ""
     state: str = "starting"  # starting, ready, stopping
     started: float = field(default_factory=time.time)
