@@ -43,7 +43,7 @@ def open_store(data_dir: str | None, database_url: str | None) -> Store:
 
 
 def fail(message: str) -> None:
-    err.print(f"[red]error:[/red] {message}")
+    err.print(f"[red]error:[/red] {message}", soft_wrap=True)  # hints stay copyable
     raise typer.Exit(2)
 
 
