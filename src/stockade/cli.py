@@ -7,8 +7,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -66,7 +68,7 @@ def open_store(data_dir: str | None, database_url: str | None) -> Store:
 
 
 def fail(message: str) -> None:
-    err.print(f"[red]error:[/red] {message}")
+    err.print(f"[red]error:[/red] {message}", soft_wrap=True)  # hints stay copyable
     raise typer.Exit(2)
 
 
@@ -153,7 +155,6 @@ def _use_line(data_dir: str | None, database_url: str | None, endpoint: str) -> 
     """The line to paste into a shell to use this server: ``export PATH=…/.venv/bin:$PATH;
     eval "$(stockade env …)"``, with the options that differ from the defaults."""
     import os
-    import sys
     from pathlib import Path
 
     words = ["stockade", "env"]
@@ -165,12 +166,20 @@ def _use_line(data_dir: str | None, database_url: str | None, endpoint: str) -> 
         words += ["--database-url", re.sub(r"(://[^:/@]+:)[^@]+@", r"\1PASSWORD@", database_url)]
     if endpoint != f"http://127.0.0.1:{config.DEFAULT_PORT}":
         words += ["--endpoint", endpoint]
-    line = f'eval "$({shlex.join(words)})"'
+    return f'{_path_prefix()}eval "$({shlex.join(words)})"'
+
+
+def _path_prefix() -> str:
+    """``export PATH=…/.venv/bin:$PATH; `` when the venv's tools are not on PATH, else ""."""
+    import os
+    import sys
+    from pathlib import Path
+
     bin_dir = Path(sys.executable).parent  # the venv's bin (not resolved: that is its python)
     on_path = [Path(p) for p in os.environ.get("PATH", "").split(os.pathsep) if p]
     if (bin_dir / "stockade").exists() and bin_dir not in on_path:
-        line = f"export PATH={shlex.quote(str(bin_dir))}:$PATH; {line}"
-    return line
+        return f"export PATH={shlex.quote(str(bin_dir))}:$PATH; "
+    return ""
 
 
 def _loopback(host: str) -> bool:
@@ -257,19 +266,22 @@ def _safe_url(url: str) -> str:
 def env(
     name: Annotated[str, typer.Argument(help="Account name.")] = accounts.DEFAULT_ACCOUNT,
     endpoint: Annotated[
-        str | None, typer.Option(help="API endpoint (default http://127.0.0.1:8773).")
+        str | None,
+        typer.Option(help="API endpoint (default: the running sandbox's, or :8773)."),
     ] = None,
     region: Annotated[str, typer.Option(help="Region for AWS_DEFAULT_REGION.")] = "us-east-1",
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Print `export` lines for boto3, the AWS CLI and the classic ec2-* tools."""
-    store = open_store(data_dir, database_url)
+    data, running = _locate(data_dir)
+    _require_state(data, database_url, running)
+    store = open_store(str(data), database_url)
     try:
         acct = accounts.get(store, name)
     except accounts.AccountError as e:
         fail(str(e))
-    url = config.endpoint(endpoint)
+    url = endpoint or (running.endpoint if running else None) or config.endpoint()
     secret = acct.secret_access_key
     if secret == accounts.ANY_SECRET:  # a key adopted by serve --accept-any-credentials
         secret = "any"
@@ -291,6 +303,49 @@ def env(
         print(f"export {key}={shlex.quote(value)}")
 
 
+def _data_flag(data_dir: str | None) -> str | None:
+    return data_dir or os.environ.get("STOCKADE_DATA_DIR") or None
+
+
+def _locate(data_dir: str | None):
+    """(data dir, running sandbox or None): an explicit --data-dir (or STOCKADE_DATA_DIR)
+    wins; otherwise the running sandbox's (see stockade.sandbox.runtime.find)."""
+    from stockade.sandbox import runtime
+
+    explicit = _data_flag(data_dir)
+    running = runtime.find(data_dir=explicit)
+    if explicit:
+        return Path(explicit), running
+    if running is not None:
+        return Path(running.data_dir), running
+    return runtime.default_data_dir(), None
+
+
+def _require_state(data: Path, database_url: str | None, running=None) -> None:
+    """Refuse to invent a new database (and an account whose keys no server knows)."""
+    if database_url or os.environ.get("STOCKADE_DATABASE_URL"):
+        return
+    if running is not None and running.external_database:
+        fail(
+            f"the running sandbox (prefix {running.prefix}) keeps its state in the database "
+            "it was started with: pass the same --database-url (or set STOCKADE_DATABASE_URL)"
+        )
+    if (data / "stockade.db").exists():
+        return
+    flag = "" if data == _default_data() else f" --data-dir {shlex.quote(str(data))}"
+    fail(
+        f"there is no Stockade state in {data} (no stockade.db): start the sandbox with "
+        f"`sudo stockade up{flag}` or the API alone with `stockade serve{flag}`, "
+        "then run this again"
+    )
+
+
+def _default_data() -> Path:
+    from stockade.sandbox import runtime
+
+    return runtime.default_data_dir()
+
+
 Server = Annotated[
     str | None,
     typer.Option("--server", help="Control plane URL (default http://127.0.0.1:8773)."),
@@ -298,14 +353,18 @@ Server = Annotated[
 
 
 def control_plane(server: str | None, data_dir: str | None, database_url: str | None):
-    """An HTTP client for the agent-facing endpoints, with the token from the data dir."""
+    """An HTTP client for the agent-facing endpoints, with the token from the data dir
+    (by default the running sandbox's data dir and endpoint)."""
     import httpx
 
     from stockade.store.db import agent_token
 
-    token = agent_token(open_store(data_dir, database_url))
+    data, running = _locate(data_dir)
+    _require_state(data, database_url, running)
+    token = agent_token(open_store(str(data), database_url))
+    url = server or (running.endpoint if running else None) or config.endpoint()
     return httpx.Client(
-        base_url=config.endpoint(server),
+        base_url=url,
         headers={"Authorization": f"Bearer {token}"},
         timeout=30,
     )
@@ -319,7 +378,7 @@ def _get(client, path: str) -> dict:
     except httpx.HTTPError as exc:
         fail(
             f"cannot reach the control plane at {client.base_url} ({exc}); "
-            "is `stockade serve` running?"
+            "start it with `sudo stockade up` (or `stockade serve`), or name it with --server"
         )
     if resp.status_code != 200:
         fail(f"{path}: HTTP {resp.status_code} {resp.text[:200]}")
@@ -410,35 +469,110 @@ def status(
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Hosts, instances and each agent's applied revision."""
-    with control_plane(server, data_dir, database_url) as client:
-        data = _get(client, "/_stockade/v1/status")
-    if as_json:
-        print(json.dumps(data, indent=2))
-        return
+    """Whether the sandbox is up, its hosts, instances and each agent's applied revision."""
+    data, running = _locate(data_dir)
+    sandbox = _sandbox_state(data, running)
     out = Console()
-    out.print(f"control plane revision [bold]{data['revision']}[/bold]")
-    agents = Table("host", "applied revision", "lag", "interfaces", "last sync ms", "error")
-    for a in data["agents"]:
+    if not as_json:
+        out.print(sandbox["text"])
+    with control_plane(server, str(data), database_url) as client:
+        data_ = _get(client, "/_stockade/v1/status")
+        names = {g["id"]: g["name"] for g in _get(client, "/_stockade/v1/state")["groups"]}
+    now_agents = data_["agents"]
+    for a in now_agents:
+        a["stale"] = _agent_stale(a)
+    if as_json:
+        data_["sandbox"] = {k: v for k, v in sandbox.items() if k != "text"}
+        data_["group_names"] = names
+        print(json.dumps(data_, indent=2))
+        return
+    out.print(f"control plane revision [bold]{data_['revision']}[/bold]")
+    agents = Table(
+        "host", "applied revision", "lag", "interfaces", "last sync ms", "last report", "error"
+    )
+    for a in now_agents:
+        age = a.get("age_seconds")
         agents.add_row(
             a["host"],
             str(a.get("revision")),
             str(a["lag"]),
             str(a.get("interfaces", "")),
             str(a.get("last_sync_ms", "")),
+            ("[red]" if a["stale"] else "") + (f"{age:.0f} s ago" if age is not None else "?"),
             agent_error_cell(a),
         )
     out.print(agents)
+    for a in now_agents:
+        if a["stale"]:
+            err.print(
+                f"[yellow]warning:[/yellow] the agent of {a['host']} has not reported for "
+                f"{a['age_seconds']:.0f} s (it polls every {_poll_seconds(a):.0f} s): is it "
+                f"stuck? See `stockade logs {a['host']}`"
+            )
     inst = Table("instance", "host", "private ip", "public ip", "groups")
-    for i in data["interfaces"]:
+    for i in data_["interfaces"]:
         inst.add_row(
             i["instance_id"],
             i["host"],
             ", ".join(i["private_ipv4"]),
             i.get("public_ipv4") or "",
-            ", ".join(i["group_ids"]),
+            ", ".join(f"{g} ({names[g]})" if g in names else g for g in i["group_ids"]),
         )
     out.print(inst)
+
+
+def _poll_seconds(agent: dict) -> float:
+    poll = agent.get("poll_seconds")
+    return 20.0 if poll is None else float(poll)
+
+
+def _agent_stale(agent: dict) -> bool:
+    """An agent reports after every poll; silent for longer than its poll (and a grace of
+    a second and a quarter of the poll, for the report itself), it is stuck or gone."""
+    age = agent.get("age_seconds")
+    poll = _poll_seconds(agent)
+    return age is not None and float(age) > poll * 1.25 + 1.0
+
+
+def _data_dir_record(data: Path) -> dict:
+    """What the data dir's sandbox.json (region.STATE_FILE) says, if anything (read here
+    rather than through region.SandboxInfo, whose import costs most of a second)."""
+    try:
+        raw = json.loads((data / "sandbox.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return raw if isinstance(raw, dict) else {}
+
+
+def _sandbox_state(data: Path, running) -> dict:
+    """Is the sandbox up? From the runtime record and its lock (a live `stockade up`)."""
+    from stockade.sandbox import runtime
+
+    if running is not None:
+        flags = running.flags()
+        return {
+            "up": True,
+            "state": running.state,
+            "prefix": running.prefix,
+            "pid": running.pid,
+            "data_dir": running.data_dir,
+            "port": running.port,
+            "hosts": running.hosts,
+            "text": (
+                f"sandbox [bold green]{running.state}[/bold green] (prefix {running.prefix}, "
+                f"{running.describe()}, {running.hosts} host{'' if running.hosts == 1 else 's'}); "
+                f"{running.down_hint()} stops it"
+                + (f" [dim](other commands: {flags})[/dim]" if flags else "")
+            ),
+        }
+    stale = _data_dir_record(data)
+    prefix = stale.get("prefix", runtime.DEFAULT_PREFIX)
+    text = f"sandbox [bold red]not running[/bold red] for {data}"
+    if stale:
+        text += f" (its record says pid {stale.get('pid')}, which holds no sandbox lock)"
+    flag = "" if data == _default_data() else f" --data-dir {shlex.quote(str(data))}"
+    text += f"; `sudo stockade up{flag}` starts it"
+    return {"up": False, "prefix": prefix, "data_dir": str(data), "text": text}
 
 
 @app.command()
@@ -504,21 +638,36 @@ def up(
 ) -> None:
     """Start the sandbox region: the API, the edge, the internet and N hosts (root)."""
     import logging
-    import os
     import subprocess
     import sys
+    import time
 
     from rich.progress import Progress, SpinnerColumn, TextColumn
 
-    from stockade.sandbox.region import Sandbox, SandboxInfo
+    from stockade.sandbox import runtime
+    from stockade.sandbox.region import Interrupted, Sandbox, port_free
 
     if os.geteuid() != 0:
         fail("the sandbox builds network namespaces: run it as root (sudo make run)")
+    problem = runtime.check_prefix(prefix)
+    if problem is not None:
+        fail(problem)
     data = config.data_dir(data_dir)
-    running = SandboxInfo.load(data)
-    if running is not None and running.alive() and running.pid != os.getpid():
-        fail(f"a sandbox is already running (pid {running.pid}); `stockade down` stops it")
-    _check_port("127.0.0.1", port)
+    for other in (runtime.find(prefix=prefix), runtime.find(data_dir=data)):
+        if other is not None and other.pid != os.getpid():
+            fail(
+                f"a sandbox is already running with prefix {other.prefix!r} "
+                f"({other.describe()}); {other.down_hint()} stops it"
+                + ("" if other.prefix != prefix else ", or pick another --prefix")
+            )
+    if not port_free(port):
+        holder = next((r for r in runtime.running() if r.port == port), None)
+        if holder is not None:
+            fail(
+                f"port {port} is in use by the sandbox with prefix {holder.prefix} "
+                f"({holder.describe()}): pick another with --port"
+            )
+        _check_port("127.0.0.1", port)  # names the process that holds it
     if background:
         log = open(data / "sandbox.log", "ab")  # noqa: SIM115
         args = [
@@ -544,85 +693,197 @@ def up(
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-        import time
-
         deadline = time.monotonic() + 120
         with Progress(
             SpinnerColumn(), TextColumn("{task.description}"), console=err, transient=True
         ) as progress:
             progress.add_task("starting the sandbox in the background", total=None)
             while time.monotonic() < deadline:
-                info = SandboxInfo.load(data)
-                if info is not None and info.pid == proc.pid:
+                record = runtime.load(prefix)
+                if record is not None and record.pid == proc.pid and record.state == "ready":
                     break
                 if proc.poll() is not None:
-                    fail(f"the sandbox failed to start; see {data / 'sandbox.log'}")
+                    fail(f"the sandbox failed to start; see `stockade logs sandbox{_dd(data)}`")
                 time.sleep(0.2)
             else:
-                fail(f"the sandbox did not come up in time; see {data / 'sandbox.log'}")
-        err.print(f"sandbox running in the background (pid {proc.pid}); `stockade down` stops it")
-        _sandbox_banner(port, hosts, data_dir)
+                fail(f"the sandbox did not come up in time; see `stockade logs sandbox{_dd(data)}`")
+        record = runtime.load(prefix)
+        err.print(
+            f"sandbox running in the background (pid {proc.pid}); "
+            f"{record.down_hint() if record else '`stockade down`'} stops it"
+        )
+        _sandbox_banner(data, port, hosts)
         return
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     sandbox = Sandbox(data, hosts=hosts, port=port, prefix=prefix, database_url=database_url)
-    with Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), console=err, transient=True
-    ) as progress:
-        task = progress.add_task("starting", total=None)
-        try:
-            sandbox.up(lambda text: progress.update(task, description=text))
-        except Exception as exc:
-            sandbox.down()
-            fail(f"the sandbox failed to start: {exc}")
-    _sandbox_banner(port, hosts, data_dir)
-    err.print("Ctrl-C stops the sandbox and removes every namespace it made.")
+
+    def ready() -> None:
+        _sandbox_banner(data, port, hosts)
+        err.print("Ctrl-C stops the sandbox and removes every namespace it made.")
+
+    outcome = "stopped"
     try:
-        sandbox.wait()
-    finally:
-        err.print("stopping the sandbox ...")
-        sandbox.down()
+        if err.is_terminal:
+            with Progress(
+                SpinnerColumn(), TextColumn("{task.description}"), console=err, transient=True
+            ) as progress:
+                task = progress.add_task("starting", total=None)
+
+                def show(text: str) -> None:
+                    if text == "ready":
+                        progress.stop()
+                        ready()
+                    else:
+                        progress.update(task, description=text)
+
+                sandbox.run(show)
+        else:  # a log or a pipe: one line per step
+
+            def line(text: str) -> None:
+                err.print(f"up: {text}")
+                if text == "ready":
+                    ready()
+
+            sandbox.run(line)
+    except runtime.AlreadyRunning as exc:
+        fail(str(exc))
+    except Interrupted as exc:
+        outcome = f"interrupted ({exc}) during start-up"
+    except Exception as exc:  # noqa: BLE001 - say what failed; down() has cleaned up
+        summary = sandbox.teardown
+        err.print(f"[red]error:[/red] the sandbox failed to start: {exc}")
+        if summary is not None:
+            err.print(f"cleaned up: {summary.line()}")
+        raise typer.Exit(1) from None
+    summary = sandbox.teardown
+    err.print(
+        f"sandbox {outcome}: {summary.line() if summary else 'nothing to remove'}", soft_wrap=True
+    )
+    if outcome != "stopped":
+        raise typer.Exit(130)
 
 
-def _sandbox_banner(port: int, hosts: int, data_dir: str | None = None) -> None:
-    endpoint = f"http://127.0.0.1:{port}"
-    err.print(f"[bold]Stockade sandbox[/bold]: EC2 API on {endpoint}, {hosts} hosts")
-    err.print(f"  {_use_line(data_dir, None, endpoint)}", markup=False, soft_wrap=True)
-    err.print("  ec2run ami-fba54092 -n 2 -g default")
-    err.print("  stockade outside --from 192.168.1.130 -- nmap -Pn -p 22,80 <public dns name>")
+def _dd(data: Path) -> str:
+    """`` --data-dir X`` when X is not the default (for the hints commands print)."""
+    return (
+        ""
+        if data.resolve() == _default_data().resolve()
+        else f" --data-dir {shlex.quote(str(data))}"
+    )
+
+
+def _sandbox_banner(data: Path, port: int, hosts: int) -> None:
+    flags = _dd(data)
+    env_flags = flags + (
+        "" if flags or port == config.DEFAULT_PORT else f" --endpoint http://127.0.0.1:{port}"
+    )
+    err.print(
+        f"[bold]Stockade sandbox[/bold]: EC2 API on http://127.0.0.1:{port}, "
+        f"{hosts} host{'' if hosts == 1 else 's'}",
+        soft_wrap=True,
+    )
+    err.print(f'  {_path_prefix()}eval "$(stockade env{env_flags})"', markup=False, soft_wrap=True)
+    err.print("  ec2run ami-fba54092 -n 2 -g default", soft_wrap=True)
+    err.print(
+        f"  stockade outside{flags} --from 192.168.1.130 -- nmap -Pn -p 22,80 <public dns name>",
+        soft_wrap=True,
+    )
+    err.print(f"  stockade status{flags}; stockade logs{flags} host-1", soft_wrap=True)
 
 
 @app.command()
-def down(data_dir: DataDir = None) -> None:
+def down(
+    data_dir: DataDir = None,
+    prefix: Annotated[
+        str | None,
+        typer.Option(help="The sandbox's namespace prefix (default: the running one's, skr-)."),
+    ] = None,
+) -> None:
     """Stop the sandbox and remove every namespace, link and table it made."""
-    import os
     import signal
     import time
 
-    from stockade.sandbox import net
-    from stockade.sandbox.region import STATE_FILE, SandboxInfo
+    from stockade.sandbox import runtime
 
-    data = config.data_dir(data_dir)
-    info = SandboxInfo.load(data)
-    prefix = info.prefix if info else "skr-"
-    if info is not None and info.alive():
-        os.kill(info.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 60
-        while info.alive() and time.monotonic() < deadline:
-            time.sleep(0.1)
-    left = net.with_prefix(prefix)
-    for name in left:
-        net.remove(name)
-    (data / STATE_FILE).unlink(missing_ok=True)
-    err.print("sandbox stopped" + (f"; removed {len(left)} leftover namespaces" if left else ""))
+    explicit = _data_flag(data_dir)
+    if prefix is not None:
+        problem = runtime.check_prefix(prefix)
+        if problem is not None:
+            fail(problem)
+        record = runtime.find(prefix=prefix)
+    elif explicit:
+        record = runtime.find(data_dir=explicit)
+        if record is None:
+            prefix = _data_dir_record(Path(explicit)).get("prefix")
+    else:
+        prefix = runtime.DEFAULT_PREFIX
+        record = runtime.find(prefix=prefix)
+    if record is not None:
+        started = time.monotonic()
+        os.kill(record.pid, signal.SIGTERM)
+        deadline = started + 30
+        while record.alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if record.alive():
+            os.kill(record.pid, signal.SIGKILL)
+            while record.alive() and time.monotonic() < deadline + 5:
+                time.sleep(0.05)
+        summary = runtime.read_stopped(record.prefix)
+        if summary is not None:
+            text = runtime.Teardown(**summary).line()
+            runtime.forget_stopped(record.prefix)
+        else:
+            text = "it did not say what it removed"
+        err.print(
+            f"sandbox {record.prefix} stopped (pid {record.pid}, data dir {record.data_dir}): "
+            f"{text}; {time.monotonic() - started:.1f} s in all",
+            soft_wrap=True,
+        )
+        prefix = record.prefix
+    left: list[str] = []
+    if prefix is not None and runtime.namespaces_with(prefix):
+        from stockade.sandbox import net
+
+        # only with the prefix's lock: never the namespaces of a sandbox alive elsewhere
+        lock = runtime.Lock(prefix)
+        try:
+            lock.acquire()
+        except runtime.AlreadyRunning as exc:
+            if record is not None:
+                fail(f"the sandbox did not stop: {exc}")
+            # the prefix a stale record named is another data dir's live sandbox now
+            prefix = None
+        else:
+            try:
+                left = net.with_prefix(prefix)
+                for name in left:
+                    net.remove(name)
+            finally:
+                lock.release()
+    if explicit and Path(explicit).is_dir():
+        (Path(explicit) / "sandbox.json").unlink(missing_ok=True)  # region.STATE_FILE
+    if record is None:
+        what = f"with prefix {prefix!r}" if prefix else f"for data dir {explicit}"
+        err.print(
+            f"no sandbox {what} was running"
+            + (f"; removed {len(left)} leftover namespaces" if left else "")
+        )
+        others = [r for r in runtime.running() if r.prefix != prefix]
+        for other in others:
+            err.print(f"  running: prefix {other.prefix} ({other.describe()}): {other.down_hint()}")
+    elif left:
+        err.print(f"removed {len(left)} leftover namespaces")
 
 
 def _sandbox(data_dir: str | None):
-    from stockade.sandbox.region import SandboxInfo
-
-    info = SandboxInfo.load(config.data_dir(data_dir))
-    if info is None or not info.alive():
-        fail("no sandbox is running: start one with `stockade up` (or `make run`)")
-    return info
+    """The running sandbox a command acts on (its runtime record)."""
+    data, running = _locate(data_dir)
+    if running is None:
+        fail(
+            f"no sandbox is running{' for ' + str(data) if _data_flag(data_dir) else ''}: "
+            f"start one with `sudo stockade up{_dd(data)}` (or `sudo make run`)"
+        )
+    return running
 
 
 @app.command("exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -641,7 +902,10 @@ def exec_(
     info = _sandbox(data_dir)
     ns = instance_netns(info.prefix, instance)
     if not net.exists(ns):
-        fail(f"{instance} is not running in the sandbox (see `stockade status`)")
+        fail(
+            f"{instance} is not running in the sandbox "
+            f"(see `stockade status{_dd(Path(info.data_dir))}`)"
+        )
     cmd = list(ctx.args)
     os.execvp("ip", ["ip", "netns", "exec", ns, *cmd])
 
@@ -685,22 +949,87 @@ def outside(
 def demo(
     story: Annotated[str, typer.Argument(help="albert, mary or bastion (the seeds' stories).")],
     data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
 ) -> None:
-    """Run a seed story step by step against the running sandbox."""
-    from stockade.sandbox.demo import STORIES, run_story
+    """Run a seed story step by step in the running sandbox, in an account of its own
+    (demo-<story>, reset at start): your own groups and instances are never touched."""
+    from stockade.sandbox.demo import STORIES, demo_account, run_story
 
     if story not in STORIES:
         fail(f"unknown story {story!r}: choose one of {', '.join(STORIES)}")
     info = _sandbox(data_dir)
-    data = config.data_dir(data_dir)
-    acct = accounts.get(open_store(str(data), None), accounts.DEFAULT_ACCOUNT)
+    data = Path(info.data_dir)
+    _require_state(data, database_url, info)
+    store = open_store(str(data), database_url)
+    try:
+        acct = demo_account(store, story, info.endpoint)
+    finally:
+        store.dispose()
     env = {
         "EC2_URL": info.endpoint,
         "EC2_ACCESS_KEY": acct.access_key_id,
         "EC2_SECRET_KEY": acct.secret_access_key,
         "STOCKADE_ACCOUNT_ID": acct.account_id,
     }
-    run_story(story, env, str(data))
+    raise typer.Exit(run_story(story, env, str(data)))
+
+
+@app.command()
+def logs(
+    name: Annotated[
+        str | None,
+        typer.Argument(help="api, host-N, edge, dns, metadata, sandbox or an instance id."),
+    ] = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new lines.")
+    ] = False,
+    lines: Annotated[
+        int, typer.Option("--lines", "-n", help="Lines to show first (0: all).")
+    ] = 200,
+    data_dir: DataDir = None,
+) -> None:
+    """Show the sandbox's logs (in the data dir); without a name, list them."""
+    import sys
+    import threading
+
+    from stockade.sandbox import logs as sandbox_logs
+
+    data, running = _locate(data_dir)
+    names = sandbox_logs.available(data, running.hosts if running else 0)
+    if name is None or not sandbox_logs.known(name):
+        table = Table("log", "file", "size")
+        for n in names:
+            f = sandbox_logs.path(data, n)
+            table.add_row(n, str(f), f"{f.stat().st_size} B" if f.exists() else "(none yet)")
+        if name is not None:
+            err.print(f"[red]error:[/red] no log named {name!r}; these are the logs of {data}:")
+            Console(stderr=True).print(table)
+            raise typer.Exit(2)
+        Console().print(table)
+        return
+    file = sandbox_logs.path(data, name)
+    offset = 0
+    if file.exists():
+        text, offset = sandbox_logs.tail(file, lines)
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    elif not follow:
+        fail(
+            f"{name} has written no log in {data} yet ({file}); "
+            f"`stockade logs{_dd(data)} -f {name}` waits for it"
+        )
+    if not follow:
+        return
+    stop = threading.Event()
+
+    def write(chunk: str) -> None:
+        sys.stdout.write(chunk)
+        sys.stdout.flush()
+
+    try:
+        sandbox_logs.follow(file, write, stop, start=offset)
+    except KeyboardInterrupt:
+        stop.set()
 
 
 @app.command()

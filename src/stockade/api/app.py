@@ -14,8 +14,10 @@ import hmac
 import json
 import logging
 import os
+import signal
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
@@ -79,6 +81,9 @@ class Api:
     # ``serve --accept-any-credentials``: an unknown access key gets an account of its own
     # and any secret signs for it (keys of real accounts are still verified)
     accept_any_credentials: bool = False
+    # set when the server is asked to exit: long polls answer at once, so shutdown does not
+    # wait for them (uvicorn waits for every open request to finish)
+    closing: bool = False
 
     @property
     def poll_interval(self) -> float:
@@ -136,12 +141,21 @@ class Api:
             else:
                 newest = await run_in_threadpool(self.store.revision)
             remaining = deadline - time.monotonic()
-            if newest > since or remaining <= 0:
+            if newest > since or remaining <= 0 or self.closing:
                 return
             with contextlib.suppress(TimeoutError):
                 # woken by a commit in this process, or (--workers) by another worker's
                 # through the WAL watch; other writers are seen at the next poll
                 await asyncio.wait_for(event.wait(), min(remaining, self.poll_interval))
+
+    def end_long_polls(self) -> None:
+        """The server is exiting: answer every long poll now (callable from a signal
+        handler or any thread)."""
+        self.closing = True
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._wake)
 
     def committed(self) -> None:
         """Called after a write commits (on the loop or a worker thread): wake long-polling
@@ -485,8 +499,34 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
     codec.operation_names()
     gc.collect()
     gc.freeze()
+    restore = _end_long_polls_on_exit(app.state.api)
     yield
+    restore()
     app.state.api.unbind_loop()
+
+
+def _end_long_polls_on_exit(api: Api) -> Callable[[], None]:
+    """Chain SIGINT/SIGTERM (uvicorn's handlers, by now) to :meth:`Api.end_long_polls`."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        prev = signal.getsignal(sig)
+        if not callable(prev):
+            continue
+
+        def handler(signum: int, frame: Any, prev: Callable[..., Any] = prev) -> None:
+            api.end_long_polls()
+            prev(signum, frame)
+
+        previous[sig] = prev
+        signal.signal(sig, handler)
+
+    def restore() -> None:
+        for sig, prev in previous.items():
+            signal.signal(sig, prev)
+
+    return restore
 
 
 class App(Starlette):

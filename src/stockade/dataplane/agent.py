@@ -275,6 +275,7 @@ class Agent:
         self.view = View(host)
         self.applied = threading.Condition()
         self._stop = threading.Event()
+        self.poll_seconds = 20.0  # the long poll's wait (reported, for `stockade status`)
 
     # --- talking to the control plane ----------------------------------------------------
 
@@ -300,7 +301,8 @@ class Agent:
 
     def report(self) -> None:
         try:
-            self.http.post(f"/_stockade/v1/hosts/{self.host}/status", json=self.status.as_json())
+            body = {**self.status.as_json(), "poll_seconds": self.poll_seconds}
+            self.http.post(f"/_stockade/v1/hosts/{self.host}/status", json=body)
         except httpx.HTTPError as exc:
             log.debug("status report failed: %s", exc)
 
@@ -364,6 +366,7 @@ class Agent:
 
     def run(self, poll_wait: float = 20.0) -> None:
         """Follow the control plane until :meth:`stop`."""
+        self.poll_seconds = poll_wait
         full = True
         interval = self.resync_interval
         next_refresh = time.monotonic() + interval if interval else float("inf")
@@ -392,10 +395,10 @@ class Agent:
                 if changed:
                     self.absorb(data)
                     self.enforce()
-                recovered = self.status.error is not None
                 self._succeeded()
-                if changed or recovered:
-                    self.report()
+                # after every poll, changes or not: `stockade status` tells an idle agent
+                # (reports every poll_wait s) from a stuck or dead one
+                self.report()
             except Exception as exc:  # noqa: BLE001 - the agent must keep going
                 if self._stop.is_set():
                     break

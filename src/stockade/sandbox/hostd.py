@@ -21,6 +21,7 @@ import signal
 import socket
 import subprocess
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -222,8 +223,12 @@ class HostDaemon:
         net.address(self.netns, ifname, f"{GATEWAY}/32")
         # the instance is reachable only once its groups are in this host's table
         head = self.http.get("/_stockade/health").json()["revision"]
-        if not self.agent.wait_applied(head, 30):
-            log.warning("%s: agent did not apply revision %s in time", self.name, head)
+        deadline = time.monotonic() + 30
+        # in slices: a sandbox stopping meanwhile must not wait out the 30 s
+        while not self.agent.wait_applied(head, 0.25):
+            if self._stop.is_set() or time.monotonic() > deadline:
+                log.warning("%s: agent did not apply revision %s in time", self.name, head)
+                break
         net.route(self.netns, f"{ip}/32", dev=ifname)
         inst = Running(iid, ns, ifname, ip, p)
         self.running[iid] = inst

@@ -15,6 +15,7 @@ child process; hosts, the edge and the outside resolver run as threads of this p
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import logging
@@ -25,6 +26,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -33,8 +35,9 @@ import httpx
 
 from stockade.dataplane.netns import NetnsWorker
 from stockade.dataplane.nft import Nft
-from stockade.sandbox import net
+from stockade.sandbox import logs, net, runtime
 from stockade.sandbox.hostd import HostDaemon, bound_socket
+from stockade.sandbox.runtime import Teardown
 
 log = logging.getLogger(__name__)
 
@@ -204,8 +207,35 @@ table ip stockade_nat {{
 """
 
 
+class Interrupted(BaseException):
+    """SIGINT/SIGTERM arrived while the sandbox was starting: unwind and tear down."""
+
+
+def _die_with_parent() -> None:
+    """In the API server's child, before exec: SIGTERM when the parent thread exits."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 class Sandbox:
-    """`stockade up`: the control plane, the edge, the internet and N hosts."""
+    """`stockade up`: the control plane, the edge, the internet and N hosts.
+
+    :meth:`up` first takes the prefix's lock (:mod:`stockade.sandbox.runtime`); only then
+    does it remove leftover namespaces of that prefix, so a sandbox alive under another
+    data dir is never touched. :meth:`down` undoes whatever part of :meth:`up` ran.
+    """
 
     def __init__(
         self,
@@ -213,7 +243,7 @@ class Sandbox:
         *,
         hosts: int = 2,
         port: int = 8773,
-        prefix: str = "skr-",
+        prefix: str = runtime.DEFAULT_PREFIX,
         region: str = "us-east-1",
         database_url: str | None = None,
     ) -> None:
@@ -229,17 +259,25 @@ class Sandbox:
         self.server: subprocess.Popen | None = None
         self.daemons: list[HostDaemon] = []
         self.edge = Edge(prefix, hosts, self.public_pool)
+        self.lock = runtime.Lock(prefix)
+        self.record: runtime.Record | None = None
+        self.teardown: Teardown | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._servers: list[Any] = []
+        self._logs: logs.ComponentLogs | None = None
+        self.interrupted: str | None = None  # the signal that asked start-up to stop
         self.snapshot: dict[str, Any] = {"interfaces": [], "groups": [], "revision": 0}
 
     # --- lifecycle -----------------------------------------------------------------------
 
     def clean_leftovers(self) -> list[str]:
+        """Remove every namespace of this prefix (only while holding the prefix's lock)."""
+        if self.lock.fd is None:
+            return []
         names = net.with_prefix(self.prefix)
-        for name in names:
-            net.remove(name)
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(net.remove, names))
         return names
 
     def start_server(self) -> str:
@@ -256,20 +294,34 @@ class Sandbox:
         if self.database_url:
             cmd += ["--database-url", self.database_url]
         env = {**os.environ, "STOCKADE_AUTO_RUN": "0"}
-        out = open(self.data_dir / "server.log", "ab")  # noqa: SIM115
-        self.server = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
-        out.close()
+        with open(logs.path(self.data_dir, "api"), "ab") as out:
+            # its own process group: a Ctrl-C in the terminal reaches `up`, which stops it
+            # in order; and it dies with `up`, however `up` dies (kill -9 included)
+            self.server = subprocess.Popen(
+                cmd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.server.poll() is not None:
-                raise RuntimeError(f"the API server exited; see {self.data_dir / 'server.log'}")
+                raise RuntimeError(
+                    f"the API server exited; see `stockade logs api` "
+                    f"({logs.path(self.data_dir, 'api')})"
+                )
             try:
                 if httpx.get(self.endpoint + "/_stockade/health", timeout=1).status_code == 200:
                     break
             except httpx.HTTPError:
-                time.sleep(0.1)
+                self._stop.wait(0.05)
+            self.check_interrupted()
         else:
             raise RuntimeError(f"the API server did not answer on {self.endpoint}")
+        if self.server.poll() is not None:
+            raise RuntimeError(f"another server answers on {self.endpoint}; pick another --port")
         from stockade import config
         from stockade.store.db import Store, agent_token
 
@@ -280,11 +332,34 @@ class Sandbox:
             store.dispose()
 
     def up(self, progress: Any = None) -> None:
+        """Start everything; on any failure (or :class:`Interrupted`) the caller must call
+        :meth:`down`, which removes what was made."""
+
         def step(text: str) -> None:
+            self.check_interrupted()
             if progress is not None:
                 progress(text)
 
+        problem = runtime.check_prefix(self.prefix)
+        if problem is not None:
+            raise ValueError(problem)
+        self.lock.acquire()  # raises AlreadyRunning, naming the sandbox that runs
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._logs = logs.ComponentLogs(self.data_dir).install()
+        self.record = runtime.Record(
+            prefix=self.prefix,
+            pid=os.getpid(),
+            data_dir=str(self.data_dir.resolve()),
+            port=self.port,
+            hosts=self.hosts,
+            endpoint=self.endpoint,
+            external_database=self.database_url is not None,
+        )
+        self.lock.record(self.record)
+        if not port_free(self.port):
+            raise RuntimeError(
+                f"port {self.port} is in use (another `stockade serve`?): pick another --port"
+            )
         step("cleaning leftovers of an earlier run")
         self.clean_leftovers()
         step(f"starting the EC2 API on {self.endpoint}")
@@ -299,6 +374,13 @@ class Sandbox:
         for k in range(1, self.hosts + 1):
             step(f"starting host-{k} and its agent")
             host_ns = f"{self.prefix}h{k}"
+            log.info(
+                "host-%d: namespace %s, uplink %s",
+                k,
+                host_ns,
+                host_link(k)[1],
+                extra={"component": f"host-{k}"},
+            )
             net.create(host_ns)
             self.edge.attach_host(k, host_ns)
             daemon = HostDaemon(
@@ -311,8 +393,9 @@ class Sandbox:
                 resolver=services.inside_resolver(self),
                 metadata=services.metadata_server(self),
             )
-            daemon.start()
             self.daemons.append(daemon)
+            daemon.start()
+        self.check_interrupted()
         self._follow(token)
         SandboxInfo(
             self.prefix,
@@ -323,7 +406,11 @@ class Sandbox:
             self.public_domain,
             self.public_pool,
         ).save(self.data_dir)
-        step("ready")
+        self.check_interrupted()
+        self.record.state = "ready"
+        self.lock.record(self.record)
+        if progress is not None:
+            progress("ready")
 
     def _start_outside_resolver(self, inet: str) -> None:
         from stockade.sandbox import services
@@ -343,6 +430,7 @@ class Sandbox:
         )
 
         def loop() -> None:
+            log.info("edge: following %s (%d hosts)", self.endpoint, self.hosts)
             revision = -1
             while not self._stop.is_set():
                 try:
@@ -354,6 +442,8 @@ class Sandbox:
                         "/_stockade/v1/changes",
                         params={"since": revision, "wait": 10, "limit": 1},
                     )
+                    if self.server is not None and self.server.poll() is not None:
+                        break
                 except Exception as exc:  # noqa: BLE001 - keep the edge alive
                     if self._stop.is_set():
                         break
@@ -365,37 +455,127 @@ class Sandbox:
         t.start()
         self._threads.append(t)
 
-    def down(self) -> None:
+    def down(self) -> Teardown:
+        """Stop everything :meth:`up` started, in whatever state it got to (idempotent).
+
+        The stop flags are set first and the API server is asked to exit: it answers every
+        long poll at once, so the hosts' loops, the agents and the edge all return within
+        milliseconds rather than at the end of their poll waits."""
+        started = time.monotonic()
+        summary = Teardown()
+        if self.record is not None and self.lock.fd is not None:
+            self.record.state = "stopping"
+            with contextlib.suppress(OSError):
+                self.lock.record(self.record)
         self._stop.set()
         for daemon in self.daemons:
             daemon.signal_stop()
-        # stopping the API first ends every long-poll at once, so the threads exit quickly
-        if self.server is not None and self.server.poll() is None:
-            self.server.send_signal(signal.SIGTERM)
+        server = self.server
+        if server is not None and server.poll() is None:
+            server.send_signal(signal.SIGTERM)
+            summary.processes += 1
             try:
-                self.server.wait(15)
+                server.wait(5)
             except subprocess.TimeoutExpired:
-                self.server.kill()
+                server.kill()
+                server.wait(5)
+        stopped: list[subprocess.Popen] = []
         for daemon in self.daemons:
+            # the instances' namespaces go with all the others below, at once; one by one
+            # (routes, links, then the namespace) they took a fifth of a second each
+            with daemon.lock:
+                instances = list(daemon.running.values())
+                daemon.running.clear()
+            summary.instances += len(instances)
+            for inst in instances:
+                for proc in inst.procs:
+                    if proc.poll() is None:
+                        summary.processes += 1
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    stopped.append(proc)
             daemon.stop()
+        for proc in stopped:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(2)
         for srv in self._servers:
             srv.close()
+        self._servers.clear()
         if self.edge.nft is not None:
             self.edge.nft.close()
-        self.clean_leftovers()
-        (self.data_dir / STATE_FILE).unlink(missing_ok=True)
+            self.edge.nft = None
+        summary.namespaces += len(self.clean_leftovers())
+        if self.lock.fd is not None:
+            (self.data_dir / STATE_FILE).unlink(missing_ok=True)
+        summary.seconds = time.monotonic() - started
+        self.teardown = summary
+        if self.lock.fd is not None:
+            self.lock.stopped(asdict(summary))
+            log.info("sandbox %s: %s", self.prefix, summary.line())
+        self.lock.release()
+        if self._logs is not None:
+            self._logs.remove()
+            self._logs = None
+        return summary
 
-    def wait(self) -> None:
-        """Run until SIGINT/SIGTERM, then tear everything down."""
-        done = threading.Event()
-
-        def stop(*_: Any) -> None:
-            done.set()
-
-        signal.signal(signal.SIGINT, stop)
-        signal.signal(signal.SIGTERM, stop)
+    def wait(self, done: threading.Event | None = None) -> None:
+        """Run until ``done`` is set (or SIGINT/SIGTERM without ``done``), or the API
+        server exits."""
+        if done is None:
+            done = threading.Event()
+            signal.signal(signal.SIGINT, lambda *_: done.set())
+            signal.signal(signal.SIGTERM, lambda *_: done.set())
         while not done.is_set():
             if self.server is not None and self.server.poll() is not None:
                 log.error("the API server exited; shutting the sandbox down")
                 break
-            done.wait(1.0)
+            done.wait(0.5)
+
+    def check_interrupted(self) -> None:
+        """Between start-up steps: stop if a signal asked to (a step is never cut in the
+        middle, where it may hold a lock that the teardown needs)."""
+        if self.interrupted is not None:
+            raise Interrupted(self.interrupted)
+
+    def run(self, progress: Any = None, ready: Any = None) -> Teardown:
+        """`stockade up` in the foreground: start, call ``ready``, run until SIGINT or
+        SIGTERM, tear down. A signal during start-up interrupts it; every exit path,
+        including an exception in any step, removes what was made."""
+        phase = "starting"
+        done = threading.Event()
+        pid = os.getpid()
+
+        def on_signal(signum: int, _frame: Any) -> None:
+            if os.getpid() != pid:
+                # a child pyroute2 forked to enter a namespace inherits this handler: it
+                # must never unwind into a copy of this process's start-up or teardown.
+                # Ctrl-C reaches it too (same process group): it finishes its job; a
+                # SIGTERM (pyroute2 stopping it) ends it
+                if signum != signal.SIGINT:
+                    os._exit(1)
+                return
+            if phase == "starting" and self.interrupted is None:
+                self.interrupted = signal.Signals(signum).name
+            done.set()  # starting: stop after this step; running: stop; stopping: under way
+
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            try:
+                try:
+                    self.up(progress)
+                except Exception:
+                    # a step broken by the signal (a forked helper killed, say) was an
+                    # interruption, not a failure
+                    self.check_interrupted()
+                    raise
+                phase = "running"
+                if ready is not None:
+                    ready()
+                self.wait(done)
+            finally:
+                phase = "stopping"
+                summary = self.down()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        return summary
