@@ -17,10 +17,13 @@ import contextlib
 import ipaddress
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +32,8 @@ import httpx
 
 from stockade.dataplane.agent import Agent
 from stockade.dataplane.netns import NetnsWorker
-from stockade.sandbox import net
+from stockade.sandbox import guest_ssh, net
+from stockade.service import images
 from stockade.service.topology import ifname_for
 
 log = logging.getLogger(__name__)
@@ -37,6 +41,7 @@ log = logging.getLogger(__name__)
 GATEWAY = "169.254.1.1"
 RESOLVER = "169.254.169.253"
 METADATA = "169.254.169.254"
+GUEST = str(Path(__file__).with_name("guest.py"))  # the images' web/app/mysql services
 
 
 @dataclass
@@ -185,7 +190,7 @@ class HostDaemon:
                 elif state in ("stopping", "shutting-down"):
                     inst = self.running.pop(iid, None)
                     if inst is not None:
-                        self._teardown(inst)
+                        self._teardown(inst, terminated=state == "shutting-down")
                     self._report(iid, "stopped" if state == "stopping" else "terminated")
             for iid in [i for i in self.running if i not in wanted]:
                 self._teardown(self.running.pop(iid))
@@ -228,26 +233,47 @@ class HostDaemon:
         self._boot(inst)
 
     def _boot(self, inst: Running) -> None:
-        """Run the instance's UserData as its init (a shell script, as cloud-init would)."""
-        script = decode_user_data(inst.placement.get("user_data"))
-        if not script:
-            return
+        """Start the image's services, then run the UserData as a shell script (cloud-init)."""
         self.logs.mkdir(parents=True, exist_ok=True)
-        path = self.logs / f"{inst.instance_id}.user-data"
-        path.write_bytes(script)
-        path.chmod(0o700)
         out = open(self.logs / f"{inst.instance_id}.log", "ab")  # noqa: SIM115
-        argv = [str(path)] if script.startswith(b"#!") else ["/bin/sh", str(path)]
-        proc = subprocess.Popen(
-            ["ip", "netns", "exec", inst.netns, *argv],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            cwd="/tmp",
-        )
-        out.close()
-        inst.procs.append(proc)
+        try:
+            self._start_image(inst, out)
+            script = decode_user_data(inst.placement.get("user_data"))
+            if script:
+                path = self.logs / f"{inst.instance_id}.user-data"
+                path.write_bytes(script)
+                path.chmod(0o700)
+                argv = [str(path)] if script.startswith(b"#!") else ["/bin/sh", str(path)]
+                inst.procs.append(_spawn(inst.netns, argv, out))
+        finally:
+            out.close()
+
+    def _start_image(self, inst: Running, out: Any) -> None:
+        """The image's services, in the instance's namespace, listening before user data runs."""
+        services = images.services_of(inst.placement.get("image_id"))
+        if not services:
+            return
+        state = self.logs / inst.instance_id
+        waits: list[tuple[subprocess.Popen, int]] = []
+        if "ssh" in services and guest_ssh.sshd_path() is None:
+            log.warning("%s: sshd is not installed (apt-get install openssh-server)", self.name)
+        elif "ssh" in services:
+            config = guest_ssh.prepare(
+                state, inst.netns, inst.placement.get("public_key"), inst.instance_id
+            )
+            proc = _spawn(inst.netns, guest_ssh.command(config), out)
+            inst.procs.append(proc)
+            waits.append((proc, images.SERVICE_PORTS["ssh"]))
+        others = [s for s in services if s != "ssh"]
+        if others:
+            specs = [f"{s}:{images.SERVICE_PORTS[s]}" for s in others]
+            argv = [sys.executable, "-I", "-S", GUEST, "--instance", inst.instance_id, *specs]
+            proc = _spawn(inst.netns, argv, out)
+            inst.procs.append(proc)
+            waits += [(proc, images.SERVICE_PORTS[s]) for s in others]
+        for proc, port in waits:
+            if not wait_listening(proc, port, timeout=15):
+                log.warning("%s: %s: nothing listens on %s", self.name, inst.instance_id, port)
 
     def _kill(self, inst: Running) -> None:
         for proc in inst.procs:
@@ -257,11 +283,13 @@ class HostDaemon:
         inst.procs.clear()
         net.kill_all(inst.netns)
 
-    def _teardown(self, inst: Running) -> None:
+    def _teardown(self, inst: Running, terminated: bool = False) -> None:
         self._kill(inst)
         net.delete_route(self.netns, f"{inst.private_ip}/32")
         net.delete_link(self.netns, inst.ifname)
         net.remove(inst.netns)
+        if terminated:  # its host keys go with it; a stopped instance keeps them
+            shutil.rmtree(self.logs / inst.instance_id, ignore_errors=True)
 
     # --- what the metadata service and resolver ask ----------------------------------------
 
@@ -271,6 +299,39 @@ class HostDaemon:
                 if inst.private_ip == ip:
                     return inst
         return None
+
+
+def _spawn(netns_name: str, argv: list[str], out: Any) -> subprocess.Popen:
+    """A process of an instance: in its namespace, its own session, output to its log."""
+    return subprocess.Popen(
+        ["ip", "netns", "exec", netns_name, *argv],
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        cwd="/tmp",
+    )
+
+
+def wait_listening(proc: subprocess.Popen, port: int, timeout: float) -> bool:
+    """Wait until a TCP socket listens on ``port`` in ``proc``'s namespace (or it exits).
+
+    ``/proc/<pid>/net/tcp`` is the table of the process's own network namespace, so this
+    looks inside the instance without entering it.
+    """
+    want = f":{port:04X}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            rows = Path(f"/proc/{proc.pid}/net/tcp").read_text().splitlines()[1:]
+        except OSError:
+            rows = []
+        for row in rows:
+            cols = row.split()
+            if len(cols) > 3 and cols[1].endswith(want) and cols[3] == "0A":  # 0A: LISTEN
+                return True
+        time.sleep(0.005)
+    return False
 
 
 def _add_local(netns_name: str, address: str) -> None:
