@@ -400,6 +400,28 @@ def test_ssh_accepts_the_launch_key_pair_only(sandbox: Sandbox, tmp_path: Path) 
     assert refused.rc == 255 and "Permission denied (publickey)" in refused.err, refused.err
 
     # the host key is the instance's own, made for it in its state directory
+    state = sandbox.data_dir / "instances" / iid
     scanned = outside(sandbox, ALBERT, "ssh-keyscan", "-t", "ed25519", name).out.split()
-    host_key = (sandbox.data_dir / "instances" / iid / "ssh_host_ed25519_key.pub").read_text()
+    host_key = (state / "ssh_host_ed25519_key.pub").read_text()
     assert scanned[1:3] == host_key.split()[:2]
+    assert sshd_pids(state), "no sshd of the instance"
+
+    # terminated: its sshd (and every login) is gone, and its host keys with it
+    albert.ok("ec2-terminate-instances", iid)
+    wait_until(lambda: "terminated" in albert.ok("ec2din", iid).out, 60, "terminated")
+    wait_until(lambda: not sshd_pids(state), 30, "the instance's sshd to exit")
+    assert not state.exists()
+
+
+def sshd_pids(state: Path) -> list[int]:
+    """Processes whose command line names the instance's sshd_config."""
+    needle = str(state / "sshd_config").encode()
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if needle in (proc / "cmdline").read_bytes():
+                    pids.append(int(proc.name))
+            except OSError:
+                continue
+    return pids
