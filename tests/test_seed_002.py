@@ -342,6 +342,8 @@ def ssh(box: Sandbox, key: Path, target: str, *cmd: str) -> Out:
         "UserKnownHostsFile=/dev/null",
         "-o",
         "ConnectTimeout=10",
+        "-o",
+        "LogLevel=ERROR",
         target,
         *cmd,
         timeout=60,

@@ -5,24 +5,24 @@
 ``web`` is a web server serving a page (Mary's web tier), ``app`` an application service
 speaking HTTP (her application tier), ``mysql`` a MySQL-protocol listener that sends the
 server greeting and refuses every login (her database tier). The SSH server is OpenSSH's
-(see ``sandbox/hostd.py``). This file imports only the standard library, so it starts in
+(``sandbox/guest_ssh.py``). This file imports only the standard library, so it starts in
 a few tens of milliseconds under ``python -I -S``.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import os
-import signal
 import socket
 import struct
-from collections.abc import Awaitable, Callable
+import sys
+import threading
+from collections.abc import Callable
 
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+Handler = Callable[[socket.socket, tuple], None]
 
 MYSQL_VERSION = "5.0.45-stockade"
 READ_TIMEOUT = 30.0
+USAGE = "usage: guest.py [--instance ID] [--host ADDRESS] SERVICE:PORT ... (web, app or mysql)"
 
 
 def page(instance_id: str, role: str) -> bytes:
@@ -48,32 +48,27 @@ def http_response(status: str, body: bytes, content_type: str, head: bool = Fals
 def http_handler(instance_id: str, role: str, json_body: bool = False) -> Handler:
     """Answer one HTTP request per connection (enough for curl, telnet and nmap)."""
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            request = await asyncio.wait_for(reader.readline(), READ_TIMEOUT)
-            while True:  # the headers, up to the blank line
-                line = await asyncio.wait_for(reader.readline(), READ_TIMEOUT)
-                if not line.strip(b"\r\n\0 \t"):  # telnet ends lines "\r\0\n" or "\r\n"
-                    break
-            parts = request.decode("latin-1").replace("\0", "").split()
-            method = parts[0] if parts else ""
-            if method not in ("GET", "HEAD"):
-                body, status = b"only GET and HEAD are served here\n", "405 Method Not Allowed"
-                writer.write(http_response(status, body, "text/plain"))
-            elif json_body:
-                body = f'{{"service": "{role}", "instance": "{instance_id}", "ok": true}}\n'
-                writer.write(
-                    http_response("200 OK", body.encode(), "application/json", method == "HEAD")
-                )
-            else:
-                writer.write(
-                    http_response("200 OK", page(instance_id, role), "text/html", method == "HEAD")
-                )
-            await writer.drain()
-        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
+    def handle(conn: socket.socket, _peer: tuple) -> None:
+        reader = conn.makefile("rb")
+        request = reader.readline(8192)
+        while True:  # the headers, up to the blank line
+            line = reader.readline(8192)
+            if not line.strip(b"\r\n\0 \t"):  # telnet ends lines "\r\0\n" or "\r\n"
+                break
+        parts = request.decode("latin-1").replace("\0", "").split()
+        method = parts[0] if parts else ""
+        if method not in ("GET", "HEAD"):
+            body, status = b"only GET and HEAD are served here\n", "405 Method Not Allowed"
+            conn.sendall(http_response(status, body, "text/plain"))
+        elif json_body:
+            body = f'{{"service": "{role}", "instance": "{instance_id}", "ok": true}}\n'
+            conn.sendall(
+                http_response("200 OK", body.encode(), "application/json", method == "HEAD")
+            )
+        else:
+            conn.sendall(
+                http_response("200 OK", page(instance_id, role), "text/html", method == "HEAD")
+            )
 
     return handle
 
@@ -103,33 +98,31 @@ def mysql_greeting(connection_id: int, salt: bytes) -> bytes:
 
 def mysql_error(seq: int, code: int, state: str, message: str) -> bytes:
     payload = b"\xff" + struct.pack("<H", code) + b"#" + state.encode() + message.encode()
-    return struct.pack("<I", len(payload))[:3] + bytes([seq]) + payload
+    return struct.pack("<I", len(payload))[:3] + bytes([seq & 0xFF]) + payload
+
+
+def _read(conn: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = conn.recv(n - len(data))
+        if not chunk:
+            raise ConnectionError("closed")
+        data += chunk
+    return data
 
 
 def mysql_handler() -> Handler:
     counter = iter(range(1, 1 << 31))
+    lock = threading.Lock()
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            writer.write(mysql_greeting(next(counter), os.urandom(20).replace(b"\x00", b"\x01")))
-            await writer.drain()
-            header = await asyncio.wait_for(reader.readexactly(4), READ_TIMEOUT)
-            length = int.from_bytes(header[:3], "little")
-            await asyncio.wait_for(reader.readexactly(length), READ_TIMEOUT)
-            peer = writer.get_extra_info("peername") or ("?",)
-            writer.write(
-                mysql_error(
-                    header[3] + 1,
-                    1045,
-                    "28000",
-                    f"Access denied for user from '{peer[0]}' (this sandbox database has no users)",
-                )
-            )
-            await writer.drain()
-        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
+    def handle(conn: socket.socket, peer: tuple) -> None:
+        with lock:
+            connection_id = next(counter)
+        conn.sendall(mysql_greeting(connection_id, os.urandom(20).replace(b"\x00", b"\x01")))
+        header = _read(conn, 4)
+        _read(conn, int.from_bytes(header[:3], "little"))
+        message = f"Access denied for user from '{peer[0]}' (this sandbox database has no users)"
+        conn.sendall(mysql_error(header[3] + 1, 1045, "28000", message))
 
     return handle
 
@@ -144,36 +137,67 @@ def handler_for(service: str, instance_id: str) -> Handler:
     raise ValueError(f"unknown service {service!r}")
 
 
-async def serve(specs: list[tuple[str, int]], instance_id: str, host: str) -> None:
-    servers = []
+def _serve_one(conn: socket.socket, peer: tuple, handler: Handler) -> None:
+    try:
+        conn.settimeout(READ_TIMEOUT)
+        handler(conn, peer)
+    except (OSError, ConnectionError, ValueError):
+        pass
+    finally:
+        conn.close()
+
+
+def _accept(listener: socket.socket, handler: Handler) -> None:
+    while True:
+        conn, peer = listener.accept()
+        threading.Thread(target=_serve_one, args=(conn, peer, handler), daemon=True).start()
+
+
+def serve(specs: list[tuple[str, int]], instance_id: str, host: str) -> list[threading.Thread]:
+    """Listen on every ``(service, port)``; one thread accepts each, one serves each client."""
+    threads = []
     for service, port in specs:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        servers.append(await asyncio.start_server(handler_for(service, instance_id), sock=sock))
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    for server in servers:
-        server.close()
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+        listener.listen(128)
+        t = threading.Thread(
+            target=_accept, args=(listener, handler_for(service, instance_id)), daemon=True
+        )
+        t.start()
+        threads.append(t)
+    return threads
 
 
-def parse_spec(text: str) -> tuple[str, int]:
-    service, _, port = text.partition(":")
-    if service not in ("web", "app", "mysql") or not port.isdigit():
-        raise argparse.ArgumentTypeError(f"expected web:PORT, app:PORT or mysql:PORT, not {text}")
-    return service, int(port)
+def parse_args(argv: list[str]) -> tuple[str, str, list[tuple[str, int]]]:
+    """(instance id, host, [(service, port)]); SystemExit(2) with the usage if wrong.
+
+    No argparse: importing it would cost more than the rest of the start-up.
+    """
+    instance_id, host, specs = "i-00000000", "0.0.0.0", []
+    args = list(argv)
+    while args:
+        arg = args.pop(0)
+        if arg in ("--instance", "--host") and args:
+            value = args.pop(0)
+            instance_id, host = (value, host) if arg == "--instance" else (instance_id, value)
+            continue
+        service, _, port = arg.partition(":")
+        if service not in ("web", "app", "mysql") or not port.isdigit():
+            sys.stderr.write(f"{USAGE}\nexpected web:PORT, app:PORT or mysql:PORT, not {arg}\n")
+            raise SystemExit(2)
+        specs.append((service, int(port)))
+    if not specs:
+        sys.stderr.write(USAGE + "\n")
+        raise SystemExit(2)
+    return instance_id, host, specs
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="An image's services (web, app, mysql).")
-    parser.add_argument("--instance", default="i-00000000", help="the instance id to show")
-    parser.add_argument("--host", default="0.0.0.0", help="address to listen on")
-    parser.add_argument("services", nargs="+", type=parse_spec, help="SERVICE:PORT")
-    args = parser.parse_args(argv)
-    asyncio.run(serve(args.services, args.instance, args.host))
+    instance_id, host, specs = parse_args(sys.argv[1:] if argv is None else argv)
+    threads = serve(specs, instance_id, host)
+    for t in threads:  # until SIGTERM/SIGKILL (the default actions end the process)
+        t.join()
 
 
 if __name__ == "__main__":

@@ -49,6 +49,8 @@ class Image:
     def description(self) -> str:
         """What the image is and runs, as EC2's images describe themselves."""
         runs = [_SERVICE_TEXT[s] for s in self.services]
+        if not runs:
+            return self.summary
         text = runs[0] if len(runs) == 1 else ", ".join(runs[:-1]) + " and " + runs[-1]
         return f"{self.summary}: runs {text}"
 
