@@ -117,7 +117,11 @@ class User:
     def inside(self, instance_id: str, *cmd: str, timeout: float = 30) -> Out:
         ns = instance_netns(self.box.prefix, instance_id)
         done = subprocess.run(
-            ["ip", "netns", "exec", ns, *cmd], capture_output=True, text=True, timeout=timeout
+            ["ip", "netns", "exec", ns, *cmd],
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=timeout,
         )
         return Out(done.returncode, done.stdout, done.stderr)
 
@@ -306,8 +310,10 @@ def test_mary_builds_her_three_tier_site(sandbox: Sandbox) -> None:
     assert all_filtered(scan), scan.out
     assert port_lines(nmap_seed(sandbox, app_name, "8080")) == {"8080/tcp": "filtered http-proxy"}
 
-    # 9. From a web server, telnet to the application server on 8080 connects.
+    # 9. SSH to the web servers from her workstation (temporarily); from a web server, telnet
+    # to the application server on 8080 connects.
     mary.ok("ec2-authorize", "apache", "-P", "tcp", "-p", "22", "-s", f"{ALBERT}/32")
+    until_scan(sandbox, name, {"22/tcp": "open ssh", "80/tcp": "open http"}, "22 open to Mary")
     ns = instance_netns(sandbox.prefix, web[0])
     seen = telnet(
         ["ip", "netns", "exec", ns, "telnet", app_name, "8080"],
@@ -318,6 +324,18 @@ def test_mary_builds_her_three_tier_site(sandbox: Sandbox) -> None:
     assert "Escape character is '^]'." in seen
     assert f'"instance": "{app}"' in seen, seen
     mary.ok("ec2-revoke", "apache", "-P", "tcp", "-p", "22", "-s", f"{ALBERT}/32")
+    until_scan(sandbox, name, {"80/tcp": "open http"}, "22 filtered again")
+
+    # 10. The same for the database tier: reachable on 3306 from the app servers only.
+    mary.ok("ec2-add-group", "dbserver", "-d", "Mary's database")
+    ran = mary.ok("ec2run", "ami-f1a54098", "-n", "1", "-g", "dbserver").rows
+    (db,) = [r[1] for r in ran if r[0] == "INSTANCE"]
+    mary.ok("ec2-authorize", "dbserver", "-o", "appserver", "-u", acct)
+    db_name = mary.wait_running(db)[3]
+    assert port_lines(nmap_seed(sandbox, db_name, "3306")) == {"3306/tcp": "filtered mysql"}
+    greeting = mary.inside(app, "nc", "-w", "2", db_name, "3306")
+    assert "5.0.45-stockade" in greeting.out and "mysql_native_password" in greeting.out
+    assert mary.inside(web[0], "nc", "-z", "-w", "2", db_name, "3306").rc == 1
 
 
 # --- SSH with the launch key pair -------------------------------------------------------------
