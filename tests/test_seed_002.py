@@ -424,7 +424,16 @@ def test_ssh_accepts_the_launch_key_pair_only(sandbox: Sandbox, tmp_path: Path) 
     scanned = outside(sandbox, ALBERT, "ssh-keyscan", "-t", "ed25519", name).out.split()
     host_key = (state / "ssh_host_ed25519_key.pub").read_text()
     assert scanned[1:3] == host_key.split()[:2]
-    assert sshd_pids(state), "no sshd of the instance"
+    before = sshd_pids(state)
+    assert before, "no sshd of the instance"
+
+    # the instance keeps its key and host key: the key pair deleted, a reboot, ssh still works
+    albert.ok("ec2-delete-keypair", "albert-key")
+    albert.ok("ec2-reboot-instances", iid)
+    wait_until(lambda: sshd_pids(state) not in ([], before), 60, "sshd to start again")
+    wait_until(logs_in, timeout=60, what="ssh after the reboot")
+    rescanned = outside(sandbox, ALBERT, "ssh-keyscan", "-t", "ed25519", name).out.split()
+    assert rescanned[1:3] == scanned[1:3]
 
     # terminated: its sshd (and every login) is gone, and its host keys with it
     albert.ok("ec2-terminate-instances", iid)
