@@ -432,6 +432,10 @@ def test_ssh_accepts_the_launch_key_pair_only(sandbox: Sandbox, tmp_path: Path) 
     albert.ok("ec2-reboot-instances", iid)
     wait_until(lambda: sshd_pids(state) not in ([], before), 60, "sshd to start again")
     wait_until(logs_in, timeout=60, what="ssh after the reboot")
+    got = albert.inside(
+        iid, "curl", "-s", "http://169.254.169.254/latest/meta-data/public-keys/0/openssh-key"
+    ).out
+    assert got.split()[:2] == public  # the metadata service still serves the launch key
     rescanned = outside(sandbox, ALBERT, "ssh-keyscan", "-t", "ed25519", name).out.split()
     assert rescanned[1:3] == scanned[1:3]
 

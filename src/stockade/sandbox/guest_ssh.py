@@ -1,14 +1,15 @@
 """An instance's SSH server: Debian's OpenSSH, one ``sshd`` per instance in its namespace.
 
 Each instance has its own state directory (``<data dir>/instances/<id>/``) holding its host
-key and the ``authorized_keys`` of its launch key pair (both made at its first boot and
-kept across reboots, stop and start, even if the key pair is deleted; removed on
-terminate) and its ``sshd_config``. Nobody is added to the machine's users: you log
-in as ``root``, or as ``ec2-user``, a second name for root that exists only inside the
-instance (the namespace's ``/etc/passwd``, which ``ip netns exec`` mounts over the
-machine's from ``/etc/netns/<namespace>/``). Only public-key logins are accepted, and
-only with the launch key: ``AuthorizedKeysFile`` names the instance's file, whoever logs
-in.
+key (made at its first boot, kept across reboots, stop and start; removed on terminate),
+the ``authorized_keys`` of its launch key pair (the key recorded at its first boot, so it
+survives the key pair's deletion) and its ``sshd_config``.
+
+Nobody is added to the machine's users: you log in as ``root``, or as ``ec2-user``, a
+second name for root that exists only inside the instance (the namespace's
+``/etc/passwd``, which ``ip netns exec`` mounts over the machine's from
+``/etc/netns/<namespace>/``). Only public-key logins are accepted, and only with the
+launch key: ``AuthorizedKeysFile`` names the instance's file, whoever logs in.
 """
 
 from __future__ import annotations
@@ -72,9 +73,8 @@ def prepare(state: Path, netns: str, public_key: str | None, instance_id: str) -
             capture_output=True,
         )
     keys = state / "authorized_keys"
-    if not keys.exists():  # installed at the first boot, as on EC2: the instance keeps it
-        keys.write_text(f"{public_key.strip()}\n" if public_key else "")
-        keys.chmod(0o600)
+    keys.write_text(f"{public_key.strip()}\n" if public_key else "")
+    keys.chmod(0o600)
     config = state / "sshd_config"
     config.write_text(sshd_config(state))
     PRIVSEP_DIR.mkdir(mode=0o755, exist_ok=True)

@@ -15,6 +15,7 @@ import base64
 import binascii
 import contextlib
 import ipaddress
+import json
 import logging
 import os
 import shutil
@@ -54,6 +55,7 @@ class Running:
     private_ip: str
     placement: dict[str, Any]
     procs: list[subprocess.Popen] = field(default_factory=list)
+    launch_key: tuple[str, str] | None = None  # (key pair name, OpenSSH public key)
 
 
 def instance_netns(prefix: str, instance_id: str) -> str:
@@ -237,6 +239,7 @@ class HostDaemon:
         self.logs.mkdir(parents=True, exist_ok=True)
         out = open(self.logs / f"{inst.instance_id}.log", "ab")  # noqa: SIM115
         try:
+            inst.launch_key = self._launch_key(inst)
             self._start_image(inst, out)
             script = decode_user_data(inst.placement.get("user_data"))
             if script:
@@ -248,6 +251,24 @@ class HostDaemon:
         finally:
             out.close()
 
+    def _launch_key(self, inst: Running) -> tuple[str, str] | None:
+        """The key pair the instance was launched with, recorded at its first boot.
+
+        As on EC2, the instance keeps it (for sshd and the metadata service) even if the
+        key pair is deleted later.
+        """
+        state = self.logs / inst.instance_id
+        record = state / "launch-key.json"
+        if record.exists():
+            saved = json.loads(record.read_text())
+            return (saved["name"], saved["public_key"]) if saved else None
+        name, public = inst.placement.get("key_name"), inst.placement.get("public_key")
+        key = (name, public) if name and public else None
+        state.mkdir(parents=True, exist_ok=True)
+        state.chmod(0o700)
+        record.write_text(json.dumps({"name": key[0], "public_key": key[1]} if key else None))
+        return key
+
     def _start_image(self, inst: Running, out: Any) -> None:
         """The image's services, in the instance's namespace, listening before user data runs."""
         services = images.services_of(inst.placement.get("image_id"))
@@ -258,9 +279,8 @@ class HostDaemon:
         if "ssh" in services and guest_ssh.sshd_path() is None:
             log.warning("%s: sshd is not installed (apt-get install openssh-server)", self.name)
         elif "ssh" in services:
-            config = guest_ssh.prepare(
-                state, inst.netns, inst.placement.get("public_key"), inst.instance_id
-            )
+            public_key = inst.launch_key[1] if inst.launch_key else None
+            config = guest_ssh.prepare(state, inst.netns, public_key, inst.instance_id)
             proc = _spawn(inst.netns, guest_ssh.command(config), out)
             inst.procs.append(proc)
             waits.append((proc, images.SERVICE_PORTS["ssh"]))
