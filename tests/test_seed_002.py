@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from stockade import accounts
+from stockade.sandbox import guest_ssh
 from stockade.sandbox.hostd import instance_netns
 from stockade.sandbox.region import Sandbox, ensure_outside
 from stockade.store.db import Store
@@ -33,6 +34,10 @@ pytestmark = [
     pytest.mark.skipif(netns.can_run() is not None, reason=str(netns.can_run())),
     pytest.mark.skipif(shutil.which("nmap") is None, reason="nmap is not installed"),
     pytest.mark.skipif(shutil.which("telnet") is None, reason="telnet is not installed"),
+    pytest.mark.skipif(
+        guest_ssh.sshd_path() is None or shutil.which("ssh") is None,
+        reason="OpenSSH is not installed (make system-deps: openssh-server openssh-client)",
+    ),
 ]
 
 ALBERT = "192.168.1.130"  # Albert's (and Mary's) workstation in the seed
