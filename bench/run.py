@@ -6,6 +6,7 @@
 4. reconcile     - agent start-up and one incremental change (root)
 5. forwarding    - throughput and connection rate through the host's table (root)
 6. policy_core   - evaluate() per second and explain latency
+7. boot          - an instance's image services to listening, and an SSH login (root)
 
 Prints each benchmark's tables, then one summary (figure, anchor, ratio, goal), and writes
 bench/results/<benchmark>.json and bench/results/summary.json. Benchmarks assert nothing
@@ -29,13 +30,22 @@ from typing import Any
 from common import RESULTS, Section, Summary, console, fmt, machine, ratio, table
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-ALL = ("api_capacity", "api_latency", "propagation", "reconcile", "forwarding", "policy_core")
-NEEDS_ROOT = {"propagation", "reconcile", "forwarding"}
+ALL = (
+    "api_capacity",
+    "api_latency",
+    "propagation",
+    "reconcile",
+    "forwarding",
+    "policy_core",
+    "boot",
+)
+NEEDS_ROOT = {"propagation", "reconcile", "forwarding", "boot"}
 NEEDS_TOOLS = {
     "api_capacity": ("wrk",),
     "propagation": ("ip", "nft"),
     "reconcile": ("ip", "nft"),
     "forwarding": ("ip", "nft", "iperf3"),
+    "boot": ("ip", "ssh", "ssh-keygen"),
 }
 
 
@@ -134,6 +144,7 @@ def runners(
     quick: bool, progress: Progress, shared: dict[str, Any]
 ) -> dict[str, Callable[[], Section]]:
     import api_latency
+    import boot
     import forwarding
     import policy_core
     import propagation
@@ -152,6 +163,7 @@ def runners(
         "reconcile": lambda: reconcile.run(quick, progress),
         "forwarding": lambda: forwarding.run(quick, progress),
         "policy_core": lambda: policy_core.run(quick, progress, shared.get("explain_cli_ms")),
+        "boot": lambda: boot.run(quick, progress),
     }
 
 

@@ -51,6 +51,10 @@ def sshd_config(state: Path) -> str:
             # the data directory may live under /tmp, which StrictModes would refuse
             "StrictModes no",
             "UseDNS no",
+            # no post-quantum hybrid key exchange (sntrup761x25519, OpenSSH 9's default):
+            # it made each login in the sandbox 90 ms slower (234 against 143 ms)
+            "KexAlgorithms curve25519-sha256,curve25519-sha256@libssh.org,"
+            "ecdh-sha2-nistp256,diffie-hellman-group14-sha256",
             "PrintMotd no",
             "PrintLastLog no",
             "X11Forwarding no",
