@@ -71,20 +71,20 @@ def measure(boots: int, logins: int, progress: Progress | None = None) -> dict[s
 
                 start = time.perf_counter()
                 sshd = _spawn(inst, guest_ssh.command(config), log)
-                if not wait_listening(sshd, 22, 20):
+                if not wait_listening(sshd, 22, 20, inst):
                     raise RuntimeError(f"sshd did not listen; see {work / 'instance.log'}")
                 samples["sshd"].append(_ms(start))
 
                 start = time.perf_counter()
                 argv = [sys.executable, "-I", "-S", GUEST, "web:80", "app:8080", "mysql:3306"]
                 guest = _spawn(inst, argv, log)
-                if not all(wait_listening(guest, p, 20) for p in (80, 8080, 3306)):
+                if not all(wait_listening(guest, p, 20, inst) for p in (80, 8080, 3306)):
                     raise RuntimeError("the image's services did not listen")
                 samples["guest"].append(_ms(start))
 
                 start = time.perf_counter()
                 anchor = _spawn(inst, [sys.executable, "-m", "http.server", "8000"], log)
-                if not wait_listening(anchor, 8000, 20):
+                if not wait_listening(anchor, 8000, 20, inst):
                     raise RuntimeError("python -m http.server did not listen")
                 samples["http_server"].append(_ms(start))
                 # the last boot's sshd stays up for the logins

@@ -8,6 +8,7 @@ tests/test_seed_002.py.
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import subprocess
@@ -18,7 +19,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from stockade.sandbox import guest
+from stockade.sandbox import guest, net
 from stockade.sandbox.hostd import GUEST, wait_listening
 from stockade.sandbox.metadata import MetadataServer
 
@@ -140,6 +141,30 @@ def test_wait_listening_sees_the_socket_or_the_exit() -> None:
     started = time.monotonic()
     assert not wait_listening(quits, port, timeout=20)
     assert time.monotonic() - started < 10  # it noticed the exit, not the deadline
+
+
+@pytest.mark.netns
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)")
+def test_wait_listening_looks_only_inside_the_namespace() -> None:
+    # a process of the machine listening on the port is not the instance's service
+    port = free_port()
+    code = (
+        "import socket,time;s=socket.socket();"
+        f"s.bind(('127.0.0.1',{port}));s.listen();time.sleep(60)"
+    )
+    ns = f"ski{os.urandom(3).hex()}-wait"
+    net.create(ns)
+    here = subprocess.Popen([sys.executable, "-c", code])
+    inside = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", code])
+    try:
+        assert wait_listening(here, port, timeout=20)
+        assert not wait_listening(here, port, timeout=0.5, netns=ns)
+        assert wait_listening(inside, port, timeout=20, netns=ns)
+    finally:
+        for proc in (here, inside):
+            proc.kill()
+            proc.wait()
+        net.remove(ns)
 
 
 def test_guest_refuses_unknown_services() -> None:

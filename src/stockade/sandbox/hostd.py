@@ -292,7 +292,7 @@ class HostDaemon:
             inst.procs.append(proc)
             waits += [(proc, images.SERVICE_PORTS[s]) for s in others]
         for proc, port in waits:
-            if not wait_listening(proc, port, timeout=15):
+            if not wait_listening(proc, port, timeout=15, netns=inst.netns):
                 log.warning("%s: %s: nothing listens on %s", self.name, inst.instance_id, port)
 
     def _kill(self, inst: Running) -> None:
@@ -333,17 +333,25 @@ def _spawn(netns_name: str, argv: list[str], out: Any) -> subprocess.Popen:
     )
 
 
-def wait_listening(proc: subprocess.Popen, port: int, timeout: float) -> bool:
+def wait_listening(
+    proc: subprocess.Popen, port: int, timeout: float, netns: str | None = None
+) -> bool:
     """Wait until a TCP socket listens on ``port`` in ``proc``'s namespace (or it exits).
 
     ``/proc/<pid>/net/tcp`` is the table of the process's own network namespace, so this
-    looks inside the instance without entering it.
+    looks inside the instance without entering it. With ``netns``, only once the process
+    is in that namespace: until ``ip netns exec`` has switched, the table is the machine's,
+    where something else may listen on the port.
     """
     want = f":{port:04X}"
+    target = (_netns_inode(netns) or -1) if netns is not None else None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
         try:
-            rows = Path(f"/proc/{proc.pid}/net/tcp").read_text().splitlines()[1:]
+            if target is not None and os.stat(f"/proc/{proc.pid}/ns/net").st_ino != target:
+                rows = []
+            else:
+                rows = Path(f"/proc/{proc.pid}/net/tcp").read_text().splitlines()[1:]
         except OSError:
             rows = []
         for row in rows:
@@ -352,6 +360,13 @@ def wait_listening(proc: subprocess.Popen, port: int, timeout: float) -> bool:
                 return True
         time.sleep(0.005)
     return False
+
+
+def _netns_inode(netns_name: str) -> int | None:
+    try:
+        return os.stat(f"/var/run/netns/{netns_name}").st_ino
+    except OSError:
+        return None
 
 
 def _add_local(netns_name: str, address: str) -> None:
