@@ -10,6 +10,7 @@ waits a fixed time: what can lag (an instance booting) is retried until a deadli
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import subprocess
 import tempfile
@@ -193,8 +194,6 @@ def telnet(argv: list[str], request: bytes, until: bytes, timeout: float = 20) -
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline and until not in seen:
-            import select
-
             ready, _, _ = select.select([proc.stdout], [], [], 0.2)
             if ready:
                 chunk = proc.stdout.read() or b""
