@@ -7,6 +7,7 @@
 5. forwarding    - throughput and connection rate through the host's table (root)
 6. policy_core   - evaluate() per second and explain latency
 7. teardown      - `stockade up` to ready, `stockade down` and Ctrl-C to stopped (root)
+8. boot          - an instance's image services to listening, and an SSH login (root)
 
 Prints each benchmark's tables, then one summary (figure, anchor, ratio, goal), and writes
 bench/results/<benchmark>.json and bench/results/summary.json. Benchmarks assert nothing
@@ -38,14 +39,16 @@ ALL = (
     "forwarding",
     "policy_core",
     "teardown",
+    "boot",
 )
-NEEDS_ROOT = {"propagation", "reconcile", "forwarding", "teardown"}
+NEEDS_ROOT = {"propagation", "reconcile", "forwarding", "teardown", "boot"}
 NEEDS_TOOLS = {
     "api_capacity": ("wrk",),
     "propagation": ("ip", "nft"),
     "reconcile": ("ip", "nft"),
     "forwarding": ("ip", "nft", "iperf3"),
     "teardown": ("ip", "nft"),
+    "boot": ("ip", "ssh", "ssh-keygen"),
 }
 
 
@@ -144,6 +147,7 @@ def runners(
     quick: bool, progress: Progress, shared: dict[str, Any]
 ) -> dict[str, Callable[[], Section]]:
     import api_latency
+    import boot
     import forwarding
     import policy_core
     import propagation
@@ -164,6 +168,7 @@ def runners(
         "forwarding": lambda: forwarding.run(quick, progress),
         "policy_core": lambda: policy_core.run(quick, progress, shared.get("explain_cli_ms")),
         "teardown": lambda: teardown.run(quick, progress),
+        "boot": lambda: boot.run(quick, progress),
     }
 
 

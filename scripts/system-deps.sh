@@ -13,5 +13,19 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "installing system packages: ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
+# openssh-server is here for its sshd binary only (the sandbox runs one per instance, inside
+# the instance's namespace): keep the package from starting or enabling the machine's own
+# ssh service when it installs it here
+ssh_new=0
+for pkg in "${missing[@]}"; do [ "$pkg" = openssh-server ] && ssh_new=1; done
+policy=/usr/sbin/policy-rc.d
+own_policy=0
+if [ "$ssh_new" -eq 1 ] && [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && own_policy=1
+fi
+trap '[ "$own_policy" -eq 1 ] && rm -f "$policy"' EXIT
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+if [ "$ssh_new" -eq 1 ] && command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+  systemctl disable --now ssh.service ssh.socket >/dev/null 2>&1 || true
+fi

@@ -15,11 +15,14 @@ import base64
 import binascii
 import contextlib
 import ipaddress
+import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -30,7 +33,8 @@ import httpx
 
 from stockade.dataplane.agent import DEFAULT_RESYNC_INTERVAL, Agent
 from stockade.dataplane.netns import NetnsWorker
-from stockade.sandbox import net
+from stockade.sandbox import guest_ssh, net
+from stockade.service import images
 from stockade.service.topology import ifname_for
 
 log = logging.getLogger(__name__)
@@ -38,6 +42,7 @@ log = logging.getLogger(__name__)
 GATEWAY = "169.254.1.1"
 RESOLVER = "169.254.169.253"
 METADATA = "169.254.169.254"
+GUEST = str(Path(__file__).with_name("guest.py"))  # the images' web/app/mysql services
 
 
 @dataclass
@@ -50,6 +55,7 @@ class Running:
     private_ip: str
     placement: dict[str, Any]
     procs: list[subprocess.Popen] = field(default_factory=list)
+    launch_key: tuple[str, str] | None = None  # (key pair name, OpenSSH public key)
 
 
 def instance_netns(prefix: str, instance_id: str) -> str:
@@ -191,7 +197,7 @@ class HostDaemon:
                 elif state in ("stopping", "shutting-down"):
                     inst = self.running.pop(iid, None)
                     if inst is not None:
-                        self._teardown(inst)
+                        self._teardown(inst, terminated=state == "shutting-down")
                     self._report(iid, "stopped" if state == "stopping" else "terminated")
             for iid in [i for i in self.running if i not in wanted]:
                 self._teardown(self.running.pop(iid))
@@ -235,26 +241,65 @@ class HostDaemon:
         self._boot(inst)
 
     def _boot(self, inst: Running) -> None:
-        """Run the instance's UserData as its init (a shell script, as cloud-init would)."""
-        script = decode_user_data(inst.placement.get("user_data"))
-        if not script:
-            return
+        """Start the image's services, then run the UserData as a shell script (cloud-init)."""
         self.logs.mkdir(parents=True, exist_ok=True)
-        path = self.logs / f"{inst.instance_id}.user-data"
-        path.write_bytes(script)
-        path.chmod(0o700)
         out = open(self.logs / f"{inst.instance_id}.log", "ab")  # noqa: SIM115
-        argv = [str(path)] if script.startswith(b"#!") else ["/bin/sh", str(path)]
-        proc = subprocess.Popen(
-            ["ip", "netns", "exec", inst.netns, *argv],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            cwd="/tmp",
-        )
-        out.close()
-        inst.procs.append(proc)
+        try:
+            inst.launch_key = self._launch_key(inst)
+            self._start_image(inst, out)
+            script = decode_user_data(inst.placement.get("user_data"))
+            if script:
+                path = self.logs / f"{inst.instance_id}.user-data"
+                path.write_bytes(script)
+                path.chmod(0o700)
+                argv = [str(path)] if script.startswith(b"#!") else ["/bin/sh", str(path)]
+                inst.procs.append(_spawn(inst.netns, argv, out))
+        finally:
+            out.close()
+
+    def _launch_key(self, inst: Running) -> tuple[str, str] | None:
+        """The key pair the instance was launched with, recorded at its first boot.
+
+        As on EC2, the instance keeps it (for sshd and the metadata service) even if the
+        key pair is deleted later.
+        """
+        state = self.logs / inst.instance_id
+        record = state / "launch-key.json"
+        if record.exists():
+            saved = json.loads(record.read_text())
+            return (saved["name"], saved["public_key"]) if saved else None
+        name, public = inst.placement.get("key_name"), inst.placement.get("public_key")
+        key = (name, public) if name and public else None
+        state.mkdir(parents=True, exist_ok=True)
+        state.chmod(0o700)
+        record.write_text(json.dumps({"name": key[0], "public_key": key[1]} if key else None))
+        return key
+
+    def _start_image(self, inst: Running, out: Any) -> None:
+        """The image's services, in the instance's namespace, listening before user data runs."""
+        services = images.services_of(inst.placement.get("image_id"))
+        if not services:
+            return
+        state = self.logs / inst.instance_id
+        waits: list[tuple[subprocess.Popen, int]] = []
+        if "ssh" in services and guest_ssh.sshd_path() is None:
+            log.warning("%s: sshd is not installed (apt-get install openssh-server)", self.name)
+        elif "ssh" in services:
+            public_key = inst.launch_key[1] if inst.launch_key else None
+            config = guest_ssh.prepare(state, inst.netns, public_key, inst.instance_id)
+            proc = _spawn(inst.netns, guest_ssh.command(config), out)
+            inst.procs.append(proc)
+            waits.append((proc, images.SERVICE_PORTS["ssh"]))
+        others = [s for s in services if s != "ssh"]
+        if others:
+            specs = [f"{s}:{images.SERVICE_PORTS[s]}" for s in others]
+            argv = [sys.executable, "-I", "-S", GUEST, "--instance", inst.instance_id, *specs]
+            proc = _spawn(inst.netns, argv, out)
+            inst.procs.append(proc)
+            waits += [(proc, images.SERVICE_PORTS[s]) for s in others]
+        for proc, port in waits:
+            if not wait_listening(proc, port, timeout=15, netns=inst.netns):
+                log.warning("%s: %s: nothing listens on %s", self.name, inst.instance_id, port)
 
     def _kill(self, inst: Running) -> None:
         for proc in inst.procs:
@@ -264,11 +309,13 @@ class HostDaemon:
         inst.procs.clear()
         net.kill_all(inst.netns)
 
-    def _teardown(self, inst: Running) -> None:
+    def _teardown(self, inst: Running, terminated: bool = False) -> None:
         self._kill(inst)
         net.delete_route(self.netns, f"{inst.private_ip}/32")
         net.delete_link(self.netns, inst.ifname)
         net.remove(inst.netns)
+        if terminated:  # its host keys go with it; a stopped instance keeps them
+            shutil.rmtree(self.logs / inst.instance_id, ignore_errors=True)
 
     # --- what the metadata service and resolver ask ----------------------------------------
 
@@ -291,6 +338,52 @@ def instance_link_sysctls(ifname: str) -> dict[str, int]:
         f"net.ipv4.conf.{ifname}.rp_filter": 0,
         f"net.ipv4.neigh.{ifname}.proxy_delay": 0,
     }
+def _spawn(netns_name: str, argv: list[str], out: Any) -> subprocess.Popen:
+    """A process of an instance: in its namespace, its own session, output to its log."""
+    return subprocess.Popen(
+        ["ip", "netns", "exec", netns_name, *argv],
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        cwd="/tmp",
+    )
+
+
+def wait_listening(
+    proc: subprocess.Popen, port: int, timeout: float, netns: str | None = None
+) -> bool:
+    """Wait until a TCP socket listens on ``port`` in ``proc``'s namespace (or it exits).
+
+    ``/proc/<pid>/net/tcp`` is the table of the process's own network namespace, so this
+    looks inside the instance without entering it. With ``netns``, only once the process
+    is in that namespace: until ``ip netns exec`` has switched, the table is the machine's,
+    where something else may listen on the port.
+    """
+    want = f":{port:04X}"
+    target = (_netns_inode(netns) or -1) if netns is not None else None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if target is not None and os.stat(f"/proc/{proc.pid}/ns/net").st_ino != target:
+                rows = []
+            else:
+                rows = Path(f"/proc/{proc.pid}/net/tcp").read_text().splitlines()[1:]
+        except OSError:
+            rows = []
+        for row in rows:
+            cols = row.split()
+            if len(cols) > 3 and cols[1].endswith(want) and cols[3] == "0A":  # 0A: LISTEN
+                return True
+        time.sleep(0.005)
+    return False
+
+
+def _netns_inode(netns_name: str) -> int | None:
+    try:
+        return os.stat(f"/var/run/netns/{netns_name}").st_ino
+    except OSError:
+        return None
 
 
 def _add_local(netns_name: str, address: str) -> None:

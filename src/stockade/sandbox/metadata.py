@@ -45,8 +45,8 @@ VERSIONS = (
 )
 _VERSION = re.compile(r"latest|1\.0|\d{4}-\d{2}-\d{2}")
 
-# Lookup keys that are not under meta-data/.
-_NOT_META = {"user-data", "account-id", "architecture", "pending-time"}
+# Lookup keys that are not under meta-data/ (or not as plain leaves: public-keys).
+_NOT_META = {"user-data", "account-id", "architecture", "pending-time", "public-keys"}
 
 _ERROR_PAGE = """<?xml version="1.0" encoding="iso-8859-1"?>
 <!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0 Transitional//EN"
@@ -74,6 +74,12 @@ def meta_data_tree(data: dict[str, Any]) -> Tree:
         if text == "":  # EC2 lists no empty keys (public-* absent without a public IP)
             continue
         _put(tree, key, text)
+    keys = data.get("public-keys") or ()
+    if keys:
+        # EC2 lists each key as "<index>=<name>" and serves it at public-keys/<index>/...
+        tree["public-keys"] = {
+            f"{i}={name}": {"openssh-key": key.strip()} for i, (name, key) in enumerate(keys)
+        }
     if "local-hostname" in data and "hostname" not in data:
         _put(tree, "hostname", str(data["local-hostname"]))
     mac = data.get("mac")
@@ -106,8 +112,23 @@ def _put(tree: Tree, path: str, text: str) -> None:
 
 
 def listing(tree: Tree) -> str:
-    """EC2's directory listing: one entry a line, subdirectories ending in "/"."""
-    return "\n".join(k + "/" if isinstance(v, dict) else k for k, v in sorted(tree.items()))
+    """EC2's directory listing: one entry a line, subdirectories ending in "/".
+
+    A public key's directory is listed as "0=name", without the slash, as EC2 lists it.
+    """
+    return "\n".join(
+        k + "/" if isinstance(v, dict) and "=" not in k else k for k, v in sorted(tree.items())
+    )
+
+
+def _child(node: Tree, part: str) -> Tree | str | None:
+    """``node[part]``; "0" also names the entry "0=<key name>" (public-keys/0/openssh-key)."""
+    if part in node:
+        return node[part]
+    for key, value in node.items():
+        if "=" in key and key.split("=", 1)[0] == part:
+            return value
+    return None
 
 
 def identity_document(data: dict[str, Any]) -> dict[str, Any]:
@@ -305,9 +326,10 @@ class _Handler(BaseHTTPRequestHandler):
             return doc.encode(), "text/plain"
         node: Tree | str = top
         for part in parts:
-            if not isinstance(node, dict) or part not in node:
+            child = _child(node, part) if isinstance(node, dict) else None
+            if child is None:
                 return None
-            node = node[part]
+            node = child
         if isinstance(node, dict):
             return listing(node).encode(), "text/plain"
         return node.encode(), "text/plain"

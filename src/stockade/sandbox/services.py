@@ -68,6 +68,8 @@ def metadata_server(sandbox: Sandbox) -> Callable[[HostDaemon, socket.socket], M
                 "account-id": p.get("account_id", ""),
                 "user-data": user_data.decode("utf-8", "replace") if user_data else None,
             }
+            if inst.launch_key is not None:
+                data["public-keys"] = [inst.launch_key]
             if public_ip:
                 data["public-ipv4"] = public_ip
                 data["public-hostname"] = public_dns_name(

@@ -1,10 +1,13 @@
 """A small built-in catalogue of machine images: the seeds' AMIs and Stockade's own.
 
 Images are not stored: every account in every region sees the same public catalogue.
-An image only names what a sandbox instance runs; nothing else depends on it.
+An image names what a sandbox instance runs when it boots (its services, started before
+any user data); nothing else depends on it.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from stockade.errors import ApiError
 from stockade.service.common import (
@@ -23,20 +26,61 @@ from stockade.service.common import (
 CATALOGUE_OWNER = "137112412989"  # the owner id EC2 shows for Amazon's public images
 CREATED = "2007-07-11T16:40:44.000Z"
 
-# id -> (name, description)
-CATALOGUE: dict[str, tuple[str, str]] = {
-    "ami-eca54085": ("getting-started", "Albert's favourite public AMI (seed 002)"),
-    "ami-fba54092": ("apache-web-server", "Mary's Apache web tier (seed 002)"),
-    "ami-e3a5408a": ("app-server", "Mary's application tier (seed 002)"),
-    "ami-f1a54098": ("multi-master-database", "Mary's database tier (seed 002)"),
-    "ami-05d0b1ac3c0f41e5a": ("stockade-debian-12-amd64", "Debian 12 for the Stockade sandbox"),
-    "ami-0b7e4c2f1d9a36e58": ("stockade-alpine-3-amd64", "Alpine Linux for the Stockade sandbox"),
+# What an image runs when it boots, before any user data (the sandbox starts these inside the
+# instance's namespace): "ssh" an OpenSSH server on 22 that accepts the launch key pair,
+# "web" a web server on 80 serving a page, "app" an application service on 8080 (HTTP),
+# "mysql" a MySQL-protocol listener on 3306 (it sends the server greeting).
+SERVICE_PORTS: dict[str, int] = {"ssh": 22, "web": 80, "app": 8080, "mysql": 3306}
+_SERVICE_TEXT = {
+    "ssh": "an SSH server on port 22",
+    "web": "a web server on port 80",
+    "app": "an application service on port 8080",
+    "mysql": "a MySQL server on port 3306",
+}
+
+
+@dataclass(frozen=True)
+class Image:
+    name: str
+    summary: str
+    services: tuple[str, ...]
+
+    @property
+    def description(self) -> str:
+        """What the image is and runs, as EC2's images describe themselves."""
+        runs = [_SERVICE_TEXT[s] for s in self.services]
+        if not runs:
+            return self.summary
+        text = runs[0] if len(runs) == 1 else ", ".join(runs[:-1]) + " and " + runs[-1]
+        return f"{self.summary}: runs {text}"
+
+
+CATALOGUE: dict[str, Image] = {
+    "ami-eca54085": Image("getting-started", "Albert's favourite public AMI (seed 002)", ("ssh",)),
+    "ami-fba54092": Image("apache-web-server", "Mary's Apache web tier (seed 002)", ("web", "ssh")),
+    "ami-e3a5408a": Image("app-server", "Mary's application tier (seed 002)", ("app", "ssh")),
+    "ami-f1a54098": Image(
+        "multi-master-database", "Mary's database tier (seed 002)", ("mysql", "ssh")
+    ),
+    "ami-05d0b1ac3c0f41e5a": Image(
+        "stockade-debian-12-amd64", "Debian 12 for the Stockade sandbox", ("ssh",)
+    ),
+    "ami-0b7e4c2f1d9a36e58": Image(
+        "stockade-alpine-3-amd64", "Alpine Linux for the Stockade sandbox", ("ssh",)
+    ),
 }
 DEFAULT_IMAGE = "ami-05d0b1ac3c0f41e5a"
 
 
+def services_of(image_id: str | None) -> tuple[str, ...]:
+    """The services an image runs at boot (none for an image not in the catalogue)."""
+    image = CATALOGUE.get(image_id or "")
+    return image.services if image is not None else ()
+
+
 def image_result(image_id: str) -> Result:
-    name, desc = CATALOGUE[image_id]
+    image = CATALOGUE[image_id]
+    name, desc = image.name, image.description
     return {
         "image_id": image_id,
         "image_location": f"amazon/{name}",

@@ -249,7 +249,15 @@ def placement(ctx: Ctx, inst: Row) -> dict[str, Any]:
         "user_data": inst.user_data,
         "shutdown_behavior": inst.shutdown_behavior,
         "interfaces": out_enis,
+        "key_name": inst.key_name,
+        "public_key": _public_key(ctx, inst.key_name),
     }
+
+
+def _public_key(ctx: Ctx, key_name: str | None) -> str | None:
+    """The launch key pair's OpenSSH public key line, as the instance's sshd accepts it."""
+    row = keypairs.by_name(ctx, key_name) if key_name else None
+    return f"{row.public_key} {row.name}" if row is not None else None
 
 
 def claim_pending(
