@@ -338,6 +338,8 @@ def instance_link_sysctls(ifname: str) -> dict[str, int]:
         f"net.ipv4.conf.{ifname}.rp_filter": 0,
         f"net.ipv4.neigh.{ifname}.proxy_delay": 0,
     }
+
+
 def _spawn(netns_name: str, argv: list[str], out: Any) -> subprocess.Popen:
     """A process of an instance: in its namespace, its own session, output to its log."""
     return subprocess.Popen(
