@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
-import json
+import hmac
 import os
 import re
 import threading
@@ -392,36 +392,65 @@ def check_max_results(value: int | None, lo: int = 5, hi: int = 1000) -> int | N
     return value
 
 
-def encode_token(after: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"after": after}).encode()).decode()
+# Next tokens are opaque and tamper-proof: the position (a sort key) with an HMAC of it by
+# a key every server process of a database shares (the settings table, see api/app.py).
+# Only a token this service made is ever read, so its content (JSON before) is never
+# parsed from a client's bytes; tokens do not outlive a change of key.
+MAX_TOKEN_LENGTH = 1024
+_TOKEN_MAC_BYTES = 16
+_token_key = [os.urandom(32)]
 
 
-def decode_token(token: str | None) -> str | None:
+def set_token_key(key: bytes) -> None:
+    """Sign and check next tokens with ``key`` (the one kept in the database)."""
+    _token_key[0] = key
+
+
+def _token_mac(kind: str, after: bytes) -> bytes:
+    message = kind.encode() + b"\x00" + after
+    return hmac.digest(_token_key[0], message, "sha256")[:_TOKEN_MAC_BYTES]
+
+
+def encode_token(after: str, kind: str = "") -> str:
+    """A next token for the page after ``after`` of a listing sorted by ``kind``."""
+    raw = after.encode("utf-8", "surrogatepass")
+    return base64.urlsafe_b64encode(_token_mac(kind, raw) + raw).decode().rstrip("=")
+
+
+def _bad_token(token: str) -> ApiError:
+    shown = token if len(token) <= 64 else token[:64] + "..."
+    return ApiError("InvalidPaginationToken", f"The pagination token '{shown}' is not valid.")
+
+
+def decode_token(token: str | None, kind: str = "") -> str | None:
+    """Where the page of ``token`` starts, or ``InvalidPaginationToken`` for a token this
+    service did not make for a listing sorted by ``kind``."""
     if token is None:
         return None
+    if not isinstance(token, str) or len(token) > MAX_TOKEN_LENGTH:
+        raise _bad_token(str(token))
     try:
-        after = json.loads(base64.urlsafe_b64decode(token.encode()))["after"]
-        if not isinstance(after, str):
-            raise ValueError(after)
-        return after
-    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeError):
-        raise ApiError(
-            "InvalidPaginationToken", f"The pagination token '{token}' is not valid."
-        ) from None
+        data = base64.b64decode(token + "=" * (-len(token) % 4), altchars=b"-_", validate=True)
+    except (binascii.Error, ValueError):
+        raise _bad_token(token) from None
+    mac, raw = data[:_TOKEN_MAC_BYTES], data[_TOKEN_MAC_BYTES:]
+    if len(mac) < _TOKEN_MAC_BYTES or not hmac.compare_digest(mac, _token_mac(kind, raw)):
+        raise _bad_token(token)
+    return raw.decode("utf-8", "surrogatepass")
 
 
 def paginate(
     items: list[Result], key: str, max_results: int | None, token: str | None
 ) -> tuple[list[Result], str | None]:
     """Keyset pages over ``items`` sorted by ``key``; returns the page and the next token."""
-    after = decode_token(token)
+    after = decode_token(token, key)
     items = sorted(items, key=lambda it: it[key])
     if after is not None:
         items = [it for it in items if it[key] > after]
     if max_results is None or len(items) <= max_results:
         return items, None
     page = items[:max_results]
-    return page, encode_token(page[-1][key])
+    return page, encode_token(page[-1][key], key)
 
 
 # --- registry of actions ------------------------------------------------------------------

@@ -843,7 +843,7 @@ def describe_security_groups(ctx: Ctx, p: Params) -> Result:
         return {"security_groups": page, "next_token": token}
     # A page: groups are read in id order from where the token left off, and described only
     # until the page (and one more, to know whether there is a next page) is full.
-    after = decode_token(p.get("next_token"))
+    after = decode_token(p.get("next_token"), "group_id")
     chunk = max_results + 1 if not filters else max(max_results + 1, _SCAN_CHUNK)
     groups = []
     while True:
