@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 
+import httpx
 import pytest
 from botocore.exceptions import ClientError
 from hypothesis import HealthCheck, given, settings
@@ -17,7 +18,7 @@ from stockade.dataplane.agent import _group
 from stockade.service import topology
 from stockade.store import schema
 
-from conftest import Server
+from conftest import Server, raw_request
 
 
 def error_of(call, *args, **kwargs) -> tuple[str, str]:
@@ -198,3 +199,274 @@ def test_no_default_vpc_is_ec2s_error(server: Server):
                     account_id=acct.account_id, region="us-east-1", default_vpc_id=default_vpc
                 )
             )
+
+
+# --- 2. bodies: refused before they are read ----------------------------------------------
+
+
+def _raw_http(server: Server, head: bytes, body_chunks=(), timeout: float = 20) -> tuple[int, str]:
+    """Send ``head`` and then ``body_chunks`` (an iterable, stopped as soon as the server
+    answers or closes) on a plain socket; the status and the whole reply."""
+    import socket
+    import urllib.parse
+
+    url = urllib.parse.urlsplit(server.url)
+    sock = socket.create_connection((url.hostname, url.port), timeout=timeout)
+    try:
+        sock.sendall(head)
+        sock.setblocking(False)
+        reply = b""
+        deadline = time.monotonic() + timeout
+        for chunk in body_chunks:
+            try:
+                reply += sock.recv(65536)
+            except BlockingIOError:
+                pass
+            except OSError:
+                break
+            if reply or time.monotonic() > deadline:
+                break  # answered before the body was all sent
+            try:
+                sock.setblocking(True)
+                sock.sendall(chunk)
+                sock.setblocking(False)
+            except OSError:
+                break  # the server closed its side
+        sock.settimeout(timeout)
+        while True:
+            try:
+                data = sock.recv(65536)
+            except (TimeoutError, OSError):
+                break
+            if not data:
+                break
+            reply += data
+    finally:
+        sock.close()
+    text = reply.decode("latin-1")
+    assert text.startswith("HTTP/1.1 "), text[:200]
+    return int(text.split()[1]), text
+
+
+def _signed_head(server: Server, acct, body: bytes, **extra: str) -> dict[str, str]:
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    req = AWSRequest(
+        method="POST",
+        url=server.url + "/",
+        data=body,
+        headers={"Content-Type": "application/x-www-form-urlencoded", **extra},
+    )
+    SigV4Auth(Credentials(acct.access_key_id, acct.secret_access_key), "ec2", "us-east-1").add_auth(
+        req
+    )
+    return dict(req.prepare().headers)
+
+
+def _head(lines: dict[str, str]) -> bytes:
+    text = "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    text += "".join(f"{k}: {v}\r\n" for k, v in lines.items() if k.lower() != "host")
+    return (text + "\r\n").encode("latin-1")
+
+
+def test_an_oversized_content_length_is_refused_unread(server: Server, account):
+    """256 MiB announced: refused at once (the old server buffered all of it first)."""
+    headers = _signed_head(server, account, b"Action=DescribeRegions")
+    headers["Content-Length"] = str(256 * 1024 * 1024)
+    status, reply = _raw_http(server, _head(headers), [b"x" * 65536] * 64)
+    assert status == 413 and "<Code>RequestEntityTooLarge</Code>" in reply
+    assert "connection: close" in reply.lower()
+
+
+def test_a_request_without_credentials_is_refused_before_its_body(server: Server):
+    head = _head(
+        {"Content-Type": "application/x-www-form-urlencoded", "Content-Length": str(10**6)}
+    )
+    status, reply = _raw_http(server, head, [b"a" * 65536] * 16)  # 1 MiB, never finished
+    assert status == 401 and "<Code>MissingAuthenticationToken</Code>" in reply
+
+
+def test_a_chunked_body_is_cut_off_at_the_cap(server: Server, account):
+    """No Content-Length: the body is read only up to 1 MiB, then refused, while the
+    client is still sending (an endless body used to be read to the end of memory)."""
+    headers = _signed_head(server, account, b"Action=DescribeRegions")
+    headers.pop("Content-Length", None)
+    headers["Transfer-Encoding"] = "chunked"
+    piece = b"a" * 65536
+    chunk = f"{len(piece):x}\r\n".encode() + piece + b"\r\n"
+    status, reply = _raw_http(server, _head(headers), [chunk] * 1024)  # 64 MiB, sent slowly
+    assert status == 413 and "<Code>RequestEntityTooLarge</Code>" in reply
+
+
+def test_a_body_under_the_cap_still_works(server: Server, account):
+    tags = "&".join(f"Tag.{i}.Key=k{i}&Tag.{i}.Value={'v' * 200}" for i in range(1, 51))
+    gid = server.client(account).create_security_group(GroupName="big", Description="d")["GroupId"]
+    reply = raw_request(
+        server, account, f"Action=CreateTags&Version=2016-11-15&ResourceId.1={gid}&{tags}"
+    )
+    assert reply.status == 200, reply.body
+
+
+# --- 3. 500s from input --------------------------------------------------------------------
+
+PAGINATED = [
+    ("describe_security_groups", {}),
+    ("describe_security_group_rules", {}),
+    ("describe_instances", {}),
+    ("describe_instance_status", {}),
+    ("describe_vpcs", {}),
+    ("describe_subnets", {}),
+    ("describe_network_interfaces", {}),
+    ("describe_tags", {}),
+]
+
+
+def test_next_tokens_are_tamper_proof(server: Server, ec2):
+    import base64
+    import json
+
+    for i in range(7):
+        ec2.create_security_group(GroupName=f"p{i}", Description="d")
+    page = ec2.describe_security_groups(MaxResults=5)
+    token = page["NextToken"]
+    rest = ec2.describe_security_groups(MaxResults=5, NextToken=token)["SecurityGroups"]
+    assert {g["GroupId"] for g in rest}.isdisjoint(g["GroupId"] for g in page["SecurityGroups"])
+    nested = base64.urlsafe_b64encode(b"[" * 100_000 + b"]" * 100_000).decode()
+    forged = base64.urlsafe_b64encode(json.dumps({"after": "sg-0"}).encode()).decode()
+    flipped = token[:-2] + ("A" if token[-2] != "A" else "B") + token[-1]
+    for bad in (nested, forged, flipped, token + "x", "", "%%%", "a" * 5000):
+        for method, kwargs in PAGINATED:
+            code, msg = error_of(getattr(ec2, method), MaxResults=5, NextToken=bad, **kwargs)
+            assert code == "InvalidPaginationToken", (method, bad[:20], code, msg)
+            assert len(msg) < 200
+    # a token of one listing is not one of another
+    code, _ = error_of(ec2.describe_vpcs, MaxResults=5, NextToken=token)
+    assert code == "InvalidPaginationToken"
+
+
+def test_next_tokens_are_signed_with_the_databases_key(server: Server, ec2):
+    """The key is in the database's settings, so every process serving it agrees."""
+    from stockade.service import common
+
+    for i in range(6):
+        ec2.create_security_group(GroupName=f"k{i}", Description="d")
+    page = ec2.describe_security_groups(MaxResults=5)
+    saved = common._token_key[0]
+    try:
+        common.set_token_key(bytes.fromhex(server.store.setting("next_token_key", str)))
+        after = common.decode_token(page["NextToken"], "group_id")
+    finally:
+        common.set_token_key(saved)
+    assert after == page["SecurityGroups"][-1]["GroupId"]
+
+
+def test_nul_and_other_non_xml_characters_are_refused(server: Server, ec2):
+    gid = ec2.create_security_group(GroupName="nul", Description="d")["GroupId"]
+    cases = [
+        (
+            ec2.create_tags,
+            {"Resources": [gid], "Tags": [{"Key": "k", "Value": "a\x00b"}]},
+            "Tag.1.Value",
+        ),
+        (
+            ec2.create_tags,
+            {"Resources": [gid], "Tags": [{"Key": "k\x00", "Value": "v"}]},
+            "Tag.1.Key",
+        ),
+        (
+            ec2.describe_security_groups,
+            {"Filters": [{"Name": "tag:k", "Values": ["\x00"]}]},
+            "Filter.1.Value.1",
+        ),
+        (ec2.describe_security_groups, {"MaxResults": 5, "NextToken": "a\x00"}, "NextToken"),
+        (ec2.describe_security_groups, {"GroupIds": ["sg-\x00"]}, "GroupId.1"),
+        (ec2.create_security_group, {"GroupName": "a\x01", "Description": "d"}, "GroupName"),
+    ]
+    for call, kwargs, param in cases:
+        code, msg = error_of(call, **kwargs)
+        assert code == "InvalidParameterValue" and param in msg, (param, code, msg)
+    (got,) = ec2.describe_security_groups(GroupIds=[gid])["SecurityGroups"]
+    assert "Tags" not in got
+
+
+def test_a_nul_in_credentials_is_an_auth_failure(server: Server, account):
+    query = (
+        "Action=DescribeRegions&X-Amz-Algorithm=AWS4-HMAC-SHA256"
+        f"&X-Amz-Credential=AK%00IA%2F{time.strftime('%Y%m%d', time.gmtime())}"
+        "%2Fus-east-1%2Fec2%2Faws4_request"
+        f"&X-Amz-Date={time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+        "&X-Amz-SignedHeaders=host&X-Amz-Signature=00"
+    )
+    resp = httpx.get(f"{server.url}/?{query}")
+    assert resp.status_code == 401 and "<Code>AuthFailure</Code>" in resp.text
+
+
+# --- 4. only signed parameters are applied --------------------------------------------------
+
+
+def _presigned_post(server: Server, acct, params: dict[str, str]) -> str:
+    from urllib.parse import urlencode
+
+    from botocore.auth import SigV4QueryAuth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    # botocore signs UNSIGNED-PAYLOAD (as presigned URLs for https do) only for https: the
+    # scheme is no part of what is signed, so the URL is signed as https and sent as http
+    https = server.url.replace("http://", "https://")
+    req = AWSRequest(method="POST", url=f"{https}/?{urlencode(params)}")
+    req.context["payload_signing_enabled"] = False
+    creds = Credentials(acct.access_key_id, acct.secret_access_key)
+    SigV4QueryAuth(creds, "ec2", "us-east-1", expires=60).add_auth(req)
+    return req.prepare().url.replace("https://", "http://")
+
+
+def test_an_unsigned_body_is_never_applied(server: Server, account, ec2):
+    gid = ec2.create_security_group(GroupName="smuggle", Description="d")["GroupId"]
+    url = _presigned_post(
+        server,
+        account,
+        {"Action": "CreateTags", "Version": "2016-11-15", "ResourceId.1": gid, "Tag.1.Key": "a"},
+    )
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    resp = httpx.post(url, content=b"Tag.2.Key=smuggled&Tag.2.Value=x", headers=form)
+    assert resp.status_code == 403 and "<Code>SignatureDoesNotMatch</Code>" in resp.text
+    assert "UNSIGNED-PAYLOAD" in resp.text
+    (got,) = ec2.describe_security_groups(GroupIds=[gid])["SecurityGroups"]
+    assert "Tags" not in got  # nothing at all was applied
+    # the header form's UNSIGNED-PAYLOAD is the same
+    body = b"Action=CreateTags&Version=2016-11-15&ResourceId.1=" + gid.encode() + b"&Tag.1.Key=b"
+    headers = _signed_head(server, account, body, **{"X-Amz-Content-SHA256": "UNSIGNED-PAYLOAD"})
+    resp = httpx.post(server.url + "/", content=body, headers=headers)
+    assert resp.status_code == 403 and "UNSIGNED-PAYLOAD" in resp.text
+    (got,) = ec2.describe_security_groups(GroupIds=[gid])["SecurityGroups"]
+    assert "Tags" not in got
+    # what the presigned URL signs alone is applied
+    assert httpx.post(url).status_code == 200
+    (got,) = ec2.describe_security_groups(GroupIds=[gid])["SecurityGroups"]
+    assert got["Tags"] == [{"Key": "a", "Value": ""}]
+
+
+def test_a_session_token_with_long_term_keys_is_refused(server: Server, account):
+    import boto3
+    from botocore.config import Config as BotoConfig
+
+    client = boto3.client(
+        "ec2",
+        endpoint_url=server.url,
+        region_name="us-east-1",
+        aws_access_key_id=account.access_key_id,
+        aws_secret_access_key=account.secret_access_key,
+        aws_session_token="FwoGZXIvYXdzEBYaDHoken",
+        config=BotoConfig(retries={"max_attempts": 1}),
+    )
+    code, msg = error_of(client.describe_regions)
+    assert (code, msg) == ("AuthFailure", "The security token included in the request is invalid.")
+    code, _ = error_of(client.create_security_group, GroupName="tok", Description="d")
+    assert code == "AuthFailure"
+    names = [
+        g["GroupName"] for g in server.client(account).describe_security_groups()["SecurityGroups"]
+    ]
+    assert "tok" not in names
