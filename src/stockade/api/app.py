@@ -260,6 +260,15 @@ class Api:
         self._queue.append((action, params, account_id, region, done))
         return await done
 
+    async def run_off_loop(
+        self, action: str, params: dict[str, Any], account_id: str, region: str
+    ) -> dict:
+        """Run a read (SQLite) on a worker thread: the loop goes on serving meanwhile
+        (between the thread's turns at the GIL). The account's region is set up first, on
+        the loop, so that the thread only reads."""
+        self.ensure_region(account_id, region)
+        return await run_in_threadpool(self._run, action, params, account_id, region)
+
     def _flush(self) -> None:
         """Run the queued writes in one transaction, each in a savepoint of its own, commit
         it, then answer them all (a failed commit fails each of them).
@@ -320,6 +329,13 @@ class Api:
         if dry_run:
             raise _DryRunOk
         return result
+
+
+def _filtered_read(action: str, params: dict[str, Any]) -> bool:
+    """A read with filters: it may match up to 200 values against every item it lists, so
+    it runs on a worker thread rather than on the event loop (where every other request
+    would wait for it)."""
+    return bool(params.get("filters")) and not ACTIONS[action].write and not params.get("dry_run")
 
 
 def _answer_of(err: BaseException) -> BaseException:
@@ -461,9 +477,11 @@ async def serve_ec2(api: Api, scope: Scope, receive: Receive) -> tuple[int, byte
                 "InvalidAction", f"The action {action} is not valid for this web service."
             )
         decoded = codec.decode_request(action, params)
-        if api.store.is_sqlite:
+        if api.store.is_sqlite and not _filtered_read(action, decoded):
             # a local SQLite call takes well under a millisecond: a thread hop costs more
             result = await api.run_on_loop(action, decoded, account_id, region)
+        elif api.store.is_sqlite:
+            result = await api.run_off_loop(action, decoded, account_id, region)
         else:
             result = await run_in_threadpool(api.run, action, decoded, account_id, region)
         return 200, codec.encode_response(action, result, request_id), request_id, False

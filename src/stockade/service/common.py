@@ -214,29 +214,34 @@ class _Segment:
     of literals and ``.`` (no repetition in it, so no backtracking: O(len(value) *
     len(segment)) at worst)."""
 
-    __slots__ = ("length", "regex", "text")
+    __slots__ = ("any", "length", "regex", "text")
 
     def __init__(self, chars: list[str | None]) -> None:
         self.length = len(chars)
-        if None in chars:
-            self.text = None
-            self.regex: re.Pattern[str] | None = re.compile(
+        self.any = all(c is None for c in chars)  # only ``?``: any text of that length
+        self.text: str | None = None
+        self.regex: re.Pattern[str] | None = None
+        if None not in chars:
+            self.text = "".join(chars)  # type: ignore[arg-type]
+        elif not self.any:
+            self.regex = re.compile(
                 "".join("." if c is None else re.escape(c) for c in chars), re.DOTALL
             )
-        else:
-            self.text = "".join(chars)  # type: ignore[arg-type]
-            self.regex = None
 
     def at(self, value: str, pos: int) -> bool:
         """Whether the segment matches ``value`` at exactly ``pos``."""
+        if self.text is not None:
+            return value.startswith(self.text, pos)
         if self.regex is None:
-            return value.startswith(self.text, pos)  # type: ignore[arg-type]
+            return pos + self.length <= len(value)
         return self.regex.match(value, pos) is not None
 
     def find(self, value: str, pos: int, end: int) -> int:
         """The leftmost position in ``[pos, end)`` where the segment fits whole, or -1."""
+        if self.text is not None:
+            return value.find(self.text, pos, end)
         if self.regex is None:
-            return value.find(self.text, pos, end)  # type: ignore[arg-type]
+            return pos if pos + self.length <= end else -1
         found = self.regex.search(value, pos, end)
         return -1 if found is None else found.start()
 
