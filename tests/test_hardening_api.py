@@ -107,6 +107,51 @@ def test_wildcard_filters_do_not_stall_other_accounts(server: Server):
         thread.join(60)
 
 
+def test_one_account_cannot_take_every_worker_thread(server: Server):
+    """Reads with filters run on worker threads, at most two of an account's at once: an
+    account with 45 heavy ones in flight (more than the pool's 40 threads) does not make
+    another account's filtered read wait for them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    heavy = server.account()
+    ec2 = server.client(heavy)
+    tags = [{"Key": f"k{i}", "Value": "a" * 255} for i in range(50)]
+    for i in range(20):
+        gid = ec2.create_security_group(GroupName=f"t{i}", Description="d")["GroupId"]
+        ec2.create_tags(Resources=[gid], Tags=tags)
+    worst = ["*a*a*a*a*a*a*a*b" + "?" * k for k in range(200)]
+    form = {"Action": "DescribeSecurityGroups", "Version": "2016-11-15"}
+    form |= {"Filter.1.Name": "tag-value"}
+    form |= {f"Filter.1.Value.{i + 1}": v for i, v in enumerate(worst)}
+    done: list[float] = []
+
+    from urllib.parse import urlencode
+
+    body = urlencode(form).encode()
+
+    def attack() -> None:
+        headers = _signed_head(server, heavy, body)
+        reply = httpx.post(server.url + "/", content=body, headers=headers, timeout=300)
+        assert reply.status_code == 200, reply.text
+        done.append(time.monotonic())
+
+    other = server.client(server.account())
+    with ThreadPoolExecutor(45) as pool:
+        futures = [pool.submit(attack) for _ in range(45)]
+        deadline = time.monotonic() + 60
+        while not done and time.monotonic() < deadline:
+            other.describe_regions()  # until the heavy requests are being answered
+        found = other.describe_security_groups(
+            Filters=[{"Name": "group-name", "Values": ["def*"]}]
+        )["SecurityGroups"]
+        answered = time.monotonic()
+        for f in futures:
+            f.result()
+    assert [g["GroupName"] for g in found] == ["default"]
+    # answered while most of the heavy requests were still waiting for their turn
+    assert sum(1 for t in done if t < answered) < len(done) / 2, (len(done), answered)
+
+
 # --- 5. one meaning of a rule -------------------------------------------------------------
 
 PROTOCOLS = st.sampled_from(

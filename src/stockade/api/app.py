@@ -70,6 +70,8 @@ _ACCESS_KEY_ID = re.compile(r"[\x21-\x7e]{1,128}")
 AGENT_REPORT = "agent-report:"  # settings key prefix of agents' reports (shared mode)
 XML = "text/xml;charset=UTF-8"
 KEY_CACHE_SECONDS = 2.0
+# one account's reads with filters running at once (the others wait for a turn)
+FILTERED_READS_PER_ACCOUNT = 2
 
 
 class _DryRunOk(Exception):
@@ -84,6 +86,8 @@ class Api:
     _loop: asyncio.AbstractEventLoop | None = None
     _event: asyncio.Event | None = None
     _keys: dict[str, tuple[float, tuple[str, str] | None]] = field(default_factory=dict)
+    # per account with filtered reads in hand: [the semaphore they share, how many]
+    _filtered: dict[str, list[Any]] = field(default_factory=dict)
     _ready: set[tuple[str, str]] = field(default_factory=set)
     agents: dict[str, dict[str, Any]] = field(default_factory=dict)
     # one of several processes serving the same database (``serve --workers N``): what
@@ -264,11 +268,25 @@ class Api:
     async def run_off_loop(
         self, action: str, params: dict[str, Any], account_id: str, region: str
     ) -> dict:
-        """Run a read (SQLite) on a worker thread: the loop goes on serving meanwhile
-        (between the thread's turns at the GIL). The account's region is set up first, on
-        the loop, so that the thread only reads."""
-        self.ensure_region(account_id, region)
-        return await run_in_threadpool(self._run, action, params, account_id, region)
+        """Run a read with filters on a worker thread: the loop goes on serving meanwhile
+        (between the thread's turns at the GIL). At most :data:`FILTERED_READS_PER_ACCOUNT`
+        of one account's run at once, the rest wait their turn: one account cannot take
+        every worker thread (and so every other account's turn, all requests' with
+        PostgreSQL). With SQLite the account's region is set up first, on the loop, so that
+        the thread only reads."""
+        if self.store.is_sqlite:
+            self.ensure_region(account_id, region)
+        entry = self._filtered.get(account_id)
+        if entry is None:
+            entry = self._filtered[account_id] = [asyncio.Semaphore(FILTERED_READS_PER_ACCOUNT), 0]
+        entry[1] += 1
+        try:
+            async with entry[0]:
+                return await run_in_threadpool(self._run, action, params, account_id, region)
+        finally:
+            entry[1] -= 1
+            if not entry[1]:
+                del self._filtered[account_id]
 
     def _flush(self) -> None:
         """Run the queued writes in one transaction, each in a savepoint of its own, commit
@@ -478,11 +496,11 @@ async def serve_ec2(api: Api, scope: Scope, receive: Receive) -> tuple[int, byte
                 "InvalidAction", f"The action {action} is not valid for this web service."
             )
         decoded = codec.decode_request(action, params)
-        if api.store.is_sqlite and not _filtered_read(action, decoded):
+        if _filtered_read(action, decoded):
+            result = await api.run_off_loop(action, decoded, account_id, region)
+        elif api.store.is_sqlite:
             # a local SQLite call takes well under a millisecond: a thread hop costs more
             result = await api.run_on_loop(action, decoded, account_id, region)
-        elif api.store.is_sqlite:
-            result = await api.run_off_loop(action, decoded, account_id, region)
         else:
             result = await run_in_threadpool(api.run, action, decoded, account_id, region)
         return 200, codec.encode_response(action, result, request_id), request_id, False
