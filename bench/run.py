@@ -8,6 +8,7 @@
 6. policy_core   - evaluate() per second and explain latency
 7. teardown      - `stockade up` to ready, `stockade down` and Ctrl-C to stopped (root)
 8. boot          - an instance's image services to listening, and an SSH login (root)
+9. hardening     - hostile bodies (server RSS) and filters (another account's p99)
 
 Prints each benchmark's tables, then one summary (figure, anchor, ratio, goal), and writes
 bench/results/<benchmark>.json and bench/results/summary.json. Benchmarks assert nothing
@@ -40,6 +41,7 @@ ALL = (
     "policy_core",
     "teardown",
     "boot",
+    "hardening",
 )
 NEEDS_ROOT = {"propagation", "reconcile", "forwarding", "teardown", "boot"}
 NEEDS_TOOLS = {
@@ -149,6 +151,7 @@ def runners(
     import api_latency
     import boot
     import forwarding
+    import hardening
     import policy_core
     import propagation
     import reconcile
@@ -169,6 +172,7 @@ def runners(
         "policy_core": lambda: policy_core.run(quick, progress, shared.get("explain_cli_ms")),
         "teardown": lambda: teardown.run(quick, progress),
         "boot": lambda: boot.run(quick, progress),
+        "hardening": lambda: hardening.run(quick, progress),
     }
 
 

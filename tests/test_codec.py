@@ -989,6 +989,12 @@ def test_every_operation_response_roundtrip(seed: int) -> None:
         assert _roundtrip_response(action, result) == result, action
 
 
+_XML_CHARS = st.characters(
+    exclude_categories=("Cs",),
+    exclude_characters="".join(map(chr, [*range(9), 11, 12, *range(14, 32), 0xFFFE, 0xFFFF])),
+)
+
+
 def _strategy(shape: Shape, depth: int = 0) -> st.SearchStrategy[Any]:
     kind = shape.type_name
     if kind == "structure":
@@ -1003,7 +1009,8 @@ def _strategy(shape: Shape, depth: int = 0) -> st.SearchStrategy[Any]:
     if kind == "list":
         return st.lists(_strategy(shape.member, depth + 1), min_size=1, max_size=3)
     if kind == "string":
-        return st.text(max_size=20)
+        # the characters XML can carry (the others are refused, see test_codec_refuses_...)
+        return st.text(alphabet=_XML_CHARS, max_size=20)
     if kind == "boolean":
         return st.booleans()
     if kind in ("integer", "long"):
@@ -1071,3 +1078,18 @@ def test_caches_are_warm_after_use() -> None:
     before = codec._in_struct.cache_info().currsize
     decode_request(action, wire)
     assert codec._in_struct.cache_info().currsize == before
+
+
+@pytest.mark.parametrize("bad", ["\x00", "a\x00b", "\x07", "\x1f", "\ufffe", "\ud800"])
+def test_codec_refuses_characters_xml_cannot_carry(bad: str) -> None:
+    """A NUL (PostgreSQL refuses to store one) or another character XML 1.0 cannot carry is
+    an InvalidParameterValue naming the parameter, in every string parameter."""
+    with pytest.raises(ApiError) as err:
+        decode_request("CreateTags", {"ResourceId.1": "sg-1", "Tag.1.Key": "k", "Tag.1.Value": bad})
+    assert err.value.code == "InvalidParameterValue"
+    assert "Tag.1.Value" in err.value.message and "U+" in err.value.message
+    with pytest.raises(ApiError) as err:
+        decode_request("DescribeSecurityGroups", {"NextToken": bad})
+    assert "NextToken" in err.value.message
+    ok = decode_request("CreateTags", {"ResourceId.1": "sg-1", "Tag.1.Key": "k\tl\nm\r"})
+    assert ok["tags"] == [{"key": "k\tl\nm\r"}]

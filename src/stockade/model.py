@@ -34,10 +34,11 @@ def protocol_number(value: str | int) -> int:
         text = value.strip().lower()
         if text in _NAMES:
             return _NAMES[text]
-        try:
-            number = int(text)
-        except ValueError:
-            raise ValueError(f"unknown protocol {value!r}") from None
+        # ASCII digits only (int() also reads "٦" as 6), and few of them (int() refuses
+        # thousands of digits with a ValueError of its own)
+        if not (text.isascii() and text.isdigit() and len(text) <= 10):
+            raise ValueError(f"unknown protocol {value!r:.40}")
+        number = int(text)
     if number != ALL and not 0 <= number <= 255:
         raise ValueError(f"protocol number out of range: {value!r}")
     return number

@@ -79,7 +79,7 @@ async def reset(request: Request) -> Response:
                 401,
             )
         try:
-            account_id, _ = api.authenticate(request.scope, body)
+            account_id, _, _ = api.authenticate(request.scope, body)
         except ApiError as err:
             return _error(err.code, err.message, err.status)
         if wanted and _account_named(api, wanted) != account_id:

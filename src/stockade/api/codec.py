@@ -150,7 +150,17 @@ _Converter = Callable[[str], Any]
 def _dec_string(node: _Node) -> Any:
     if node.children is not None:
         raise _reject_subkeys(node)
-    return node.value
+    value = node.value
+    bad = _NOT_XML_CHAR.search(value)  # type: ignore[arg-type]  # leaves carry a value
+    if bad is not None:
+        # NUL and the other characters XML cannot carry: EC2 could never hand them back,
+        # and PostgreSQL refuses to store a NUL
+        raise _invalid(
+            value,
+            node.path,
+            f"The character U+{ord(bad.group()):04X} is not allowed in a parameter value.",
+        )
+    return value
 
 
 def _conv_integer(text: str) -> int:

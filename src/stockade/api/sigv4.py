@@ -390,8 +390,12 @@ def _signing_key(secret: str, date: str, region: str, service: str) -> bytes:
     return hmac.digest(key, b"aws4_request", "sha256")
 
 
-def verify(signed: SignedRequest, secret_access_key: str) -> None:
-    """Recompute the signature with ``secret_access_key``; raise ``SignatureDoesNotMatch``."""
+def verify(signed: SignedRequest, secret_access_key: str) -> bool:
+    """Recompute the signature with ``secret_access_key``; raise ``SignatureDoesNotMatch``.
+
+    Returns whether the signature covers the body: False when it signs UNSIGNED-PAYLOAD
+    (declared in X-Amz-Content-SHA256, or a presigned URL's), so that the caller never
+    uses what the body says."""
     key = _signing_key(secret_access_key, signed._scope_date, signed.region, signed.service)
     head = (
         f"{ALGORITHM}\n{signed._timestamp}\n"
@@ -412,8 +416,11 @@ def verify(signed: SignedRequest, secret_access_key: str) -> None:
             break
     else:
         raise _mismatch()
-    if declared is not None and declared != UNSIGNED_PAYLOAD:
+    if payload_hash == UNSIGNED_PAYLOAD:
+        return False
+    if declared is not None:
         # The signature covers the declared hash; make sure it is the hash of this body.
         actual = hashlib.sha256(signed._body).hexdigest() if signed._body else EMPTY_SHA256
         if not hmac.compare_digest(_enc(declared), actual.encode("ascii")):
             raise _mismatch(MSG_CONTENT_SHA256)
+    return True

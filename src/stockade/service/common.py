@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
-import json
+import hmac
 import os
 import re
 import threading
@@ -187,6 +187,13 @@ def check_text(value: Any, param: str, *, max_len: int = 255, required: bool = T
 FilterSpec = dict[str, Callable[[Result], Iterable[Any]]]
 
 
+# EC2's limits on filters: at most 200 values in all in one request (FilterLimitExceeded
+# past that), each at most 255 characters (EC2 caps its string values there too). With
+# them, and a matcher whose work is linear in the value, a request's filtering is bounded.
+MAX_FILTER_VALUES = 200
+MAX_FILTER_VALUE_LENGTH = 255
+
+
 class _Exact:
     """A filter value with no wildcard: compared as text (a regex per distinct value cost a
     ``re.compile`` each time once clients sent more distinct values than the cache holds:
@@ -201,7 +208,94 @@ class _Exact:
         return value == self.text
 
 
-def _wildcard(pattern: str) -> re.Pattern[str] | _Exact:
+class _Segment:
+    """A run of a pattern between two ``*``: literal text, where ``?`` (unescaped) stands
+    for any one character. Found with ``str.find`` when it has no ``?``, else with a regex
+    of literals and ``.`` (no repetition in it, so no backtracking: O(len(value) *
+    len(segment)) at worst)."""
+
+    __slots__ = ("any", "length", "regex", "text")
+
+    def __init__(self, chars: list[str | None]) -> None:
+        self.length = len(chars)
+        self.any = all(c is None for c in chars)  # only ``?``: any text of that length
+        self.text: str | None = None
+        self.regex: re.Pattern[str] | None = None
+        if None not in chars:
+            self.text = "".join(chars)  # type: ignore[arg-type]
+        elif not self.any:
+            self.regex = re.compile(
+                "".join("." if c is None else re.escape(c) for c in chars), re.DOTALL
+            )
+
+    def at(self, value: str, pos: int) -> bool:
+        """Whether the segment matches ``value`` at exactly ``pos``."""
+        if self.text is not None:
+            return value.startswith(self.text, pos)
+        if self.regex is None:
+            return pos + self.length <= len(value)
+        return self.regex.match(value, pos) is not None
+
+    def find(self, value: str, pos: int, end: int) -> int:
+        """The leftmost position in ``[pos, end)`` where the segment fits whole, or -1."""
+        if self.text is not None:
+            return value.find(self.text, pos, end)
+        if self.regex is None:
+            return pos if pos + self.length <= end else -1
+        found = self.regex.search(value, pos, end)
+        return -1 if found is None else found.start()
+
+
+class _Wildcard:
+    """An EC2 wildcard value matched in linear time (the textbook glob algorithm).
+
+    The pattern is cut at each ``*`` into segments. The first must match at the start and
+    the last at the end; each segment in between is taken at its leftmost place after the
+    one before. Leftmost is always safe: any match that puts a segment further right leaves
+    less room for the rest, so a greedy scan never needs to go back (a backtracking regex
+    such as ``.*a.*a.*a.*b`` explores every way of placing the ``a``s instead)."""
+
+    __slots__ = ("first", "last", "middle", "minimum", "star")
+
+    def __init__(self, pattern: str) -> None:
+        segments: list[list[str | None]] = [[]]
+        i = 0
+        while i < len(pattern):
+            ch = pattern[i]
+            if ch == "\\" and i + 1 < len(pattern):
+                segments[-1].append(pattern[i + 1])
+                i += 2
+                continue
+            if ch == "*":
+                segments.append([])
+            else:
+                segments[-1].append(None if ch == "?" else ch)
+            i += 1
+        parts = [_Segment(chars) for chars in segments]
+        self.star = len(parts) > 1
+        self.first = parts[0]
+        self.last = parts[-1]
+        self.middle = [p for p in parts[1:-1] if p.length]
+        self.minimum = sum(p.length for p in parts)
+
+    def fullmatch(self, value: str) -> bool:
+        if not self.star:
+            return len(value) == self.first.length and self.first.at(value, 0)
+        end = len(value) - self.last.length
+        if end < self.first.length or not self.first.at(value, 0):
+            return False
+        if not self.last.at(value, end):
+            return False
+        pos = self.first.length
+        for segment in self.middle:
+            found = segment.find(value, pos, end)
+            if found < 0:
+                return False
+            pos = found + segment.length
+        return True
+
+
+def _wildcard(pattern: str) -> _Wildcard | _Exact:
     """EC2 filter values: ``*`` any run, ``?`` one character, ``\\`` escapes."""
     if "*" not in pattern and "?" not in pattern and "\\" not in pattern:
         return _Exact(pattern)
@@ -209,17 +303,8 @@ def _wildcard(pattern: str) -> re.Pattern[str] | _Exact:
 
 
 @functools.lru_cache(maxsize=1024)
-def _wildcard_pattern(pattern: str) -> re.Pattern[str]:
-    out, i = [], 0
-    while i < len(pattern):
-        ch = pattern[i]
-        if ch == "\\" and i + 1 < len(pattern):
-            out.append(re.escape(pattern[i + 1]))
-            i += 2
-            continue
-        out.append(".*" if ch == "*" else "." if ch == "?" else re.escape(ch))
-        i += 1
-    return re.compile("".join(out), re.DOTALL)
+def _wildcard_pattern(pattern: str) -> _Wildcard:
+    return _Wildcard(pattern)
 
 
 def _as_text(value: Any) -> str:
@@ -233,8 +318,10 @@ def tag_values(item: Result, key: str | None = None) -> list[str]:
 
 
 def parse_filters(filters: Sequence[Params] | None, spec: FilterSpec) -> list[tuple[str, list]]:
-    """Check filter names against ``spec`` (plus tag:K, tag-key, tag-value)."""
+    """Check filter names against ``spec`` (plus tag:K, tag-key, tag-value) and EC2's limits
+    on the number and length of values."""
     parsed = []
+    total = 0
     for f in filters or ():
         name = f.get("name")
         values = f.get("values")
@@ -242,11 +329,26 @@ def parse_filters(filters: Sequence[Params] | None, spec: FilterSpec) -> list[tu
             raise ApiError("InvalidParameterValue", "The filter 'null' is invalid")
         known = name in spec or name.startswith("tag:") or name in ("tag-key", "tag-value")
         if not known:
-            raise ApiError("InvalidParameterValue", f"The filter '{name}' is invalid")
+            shown = name if len(name) <= MAX_FILTER_VALUE_LENGTH else name[:40] + "..."
+            raise ApiError("InvalidParameterValue", f"The filter '{shown}' is invalid")
         if not values:
             raise ApiError(
                 "InvalidParameterValue", f"The filter '{name}' must have at least one value"
             )
+        total += len(values)
+        if total > MAX_FILTER_VALUES:
+            raise ApiError(
+                "FilterLimitExceeded",
+                f"The maximum number of filter values specified on a single call is "
+                f"{MAX_FILTER_VALUES}",
+            )
+        for value in values:
+            if len(str(value)) > MAX_FILTER_VALUE_LENGTH:
+                raise ApiError(
+                    "InvalidParameterValue",
+                    f"Value ({str(value)[:40]}...) for parameter Filter.Value is invalid. "
+                    f"Length exceeds maximum of {MAX_FILTER_VALUE_LENGTH} characters.",
+                )
         parsed.append((name, [_wildcard(str(v)) for v in values]))
     return parsed
 
@@ -295,36 +397,65 @@ def check_max_results(value: int | None, lo: int = 5, hi: int = 1000) -> int | N
     return value
 
 
-def encode_token(after: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"after": after}).encode()).decode()
+# Next tokens are opaque and tamper-proof: the position (a sort key) with an HMAC of it by
+# a key every server process of a database shares (the settings table, see api/app.py).
+# Only a token this service made is ever read, so its content (JSON before) is never
+# parsed from a client's bytes; tokens do not outlive a change of key.
+MAX_TOKEN_LENGTH = 1024
+_TOKEN_MAC_BYTES = 16
+_token_key = [os.urandom(32)]
 
 
-def decode_token(token: str | None) -> str | None:
+def set_token_key(key: bytes) -> None:
+    """Sign and check next tokens with ``key`` (the one kept in the database)."""
+    _token_key[0] = key
+
+
+def _token_mac(kind: str, after: bytes) -> bytes:
+    message = kind.encode() + b"\x00" + after
+    return hmac.digest(_token_key[0], message, "sha256")[:_TOKEN_MAC_BYTES]
+
+
+def encode_token(after: str, kind: str = "") -> str:
+    """A next token for the page after ``after`` of a listing sorted by ``kind``."""
+    raw = after.encode("utf-8", "surrogatepass")
+    return base64.urlsafe_b64encode(_token_mac(kind, raw) + raw).decode().rstrip("=")
+
+
+def _bad_token(token: str) -> ApiError:
+    shown = token if len(token) <= 64 else token[:64] + "..."
+    return ApiError("InvalidPaginationToken", f"The pagination token '{shown}' is not valid.")
+
+
+def decode_token(token: str | None, kind: str = "") -> str | None:
+    """Where the page of ``token`` starts, or ``InvalidPaginationToken`` for a token this
+    service did not make for a listing sorted by ``kind``."""
     if token is None:
         return None
+    if not isinstance(token, str) or len(token) > MAX_TOKEN_LENGTH:
+        raise _bad_token(str(token))
     try:
-        after = json.loads(base64.urlsafe_b64decode(token.encode()))["after"]
-        if not isinstance(after, str):
-            raise ValueError(after)
-        return after
-    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeError):
-        raise ApiError(
-            "InvalidPaginationToken", f"The pagination token '{token}' is not valid."
-        ) from None
+        data = base64.b64decode(token + "=" * (-len(token) % 4), altchars=b"-_", validate=True)
+    except (binascii.Error, ValueError):
+        raise _bad_token(token) from None
+    mac, raw = data[:_TOKEN_MAC_BYTES], data[_TOKEN_MAC_BYTES:]
+    if len(mac) < _TOKEN_MAC_BYTES or not hmac.compare_digest(mac, _token_mac(kind, raw)):
+        raise _bad_token(token)
+    return raw.decode("utf-8", "surrogatepass")
 
 
 def paginate(
     items: list[Result], key: str, max_results: int | None, token: str | None
 ) -> tuple[list[Result], str | None]:
     """Keyset pages over ``items`` sorted by ``key``; returns the page and the next token."""
-    after = decode_token(token)
+    after = decode_token(token, key)
     items = sorted(items, key=lambda it: it[key])
     if after is not None:
         items = [it for it in items if it[key] > after]
     if max_results is None or len(items) <= max_results:
         return items, None
     page = items[:max_results]
-    return page, encode_token(page[-1][key])
+    return page, encode_token(page[-1][key], key)
 
 
 # --- registry of actions ------------------------------------------------------------------

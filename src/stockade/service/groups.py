@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import Row, select, update
 
+from stockade import model
 from stockade.errors import ApiError
 from stockade.service import resources
 from stockade.service.common import (
@@ -46,7 +47,10 @@ R = schema.rules.c
 # Fixed statements of the request hot paths, run on the DBAPI connection (see store/db.py).
 GROUP_ROWS = row_type(schema.security_groups)
 RULE_ROWS = row_type(schema.rules)
-_DEFAULT_VPC = Sql("SELECT default_vpc_id FROM account_regions WHERE account_id = ? AND region = ?")
+_DEFAULT_VPC = Sql(
+    "SELECT r.default_vpc_id FROM account_regions r JOIN vpcs v ON v.id = r.default_vpc_id "
+    "WHERE r.account_id = ? AND r.region = ?"
+)
 _GROUP_BY_NAME = Sql(
     f"SELECT {GROUP_ROWS.columns} FROM security_groups "
     "WHERE vpc_id = ? AND name = ? AND account_id = ?"
@@ -147,40 +151,58 @@ class RuleSpec:
         return f'"peer: {self.peer()}, {body}, ALLOW"'
 
 
+def _shown(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= 40 else text[:40] + "..."
+
+
 def protocol_number(value: Any) -> str:
+    """An IpProtocol as stored: EC2's names (tcp, udp, icmp, icmpv6, -1) or a protocol
+    number in ASCII digits, checked by the model's :func:`~stockade.model.protocol_number`
+    (what agents decode rules with)."""
     text = str(value).strip().lower() if value is not None else ""
     if text in PROTOCOL_NAMES:
         return PROTOCOL_NAMES[text]
-    if text.isdigit() and 0 <= int(text) <= 255:
-        return str(int(text))
+    # ASCII digits only: str.isdigit() and int() also take "²" and "٦" (Arabic-Indic 6)
+    if text.isascii() and text.isdigit() and len(text) <= 10:
+        try:
+            return str(model.protocol_number(int(text)))
+        except ValueError:
+            pass
     raise ApiError(
-        "InvalidParameterValue", f"Invalid value '{value}' for IP protocol. Unknown protocol."
+        "InvalidParameterValue",
+        f"Invalid value '{_shown(value)}' for IP protocol. Unknown protocol.",
     )
 
 
 def normalize_ports(protocol: str, from_port: int | None, to_port: int | None) -> tuple[int, int]:
-    if protocol in PORTED:
+    """FromPort/ToPort as stored, checked through the model's :class:`~stockade.model.PortRange`
+    (tcp, udp) and :class:`~stockade.model.IcmpMatch` (icmp, icmpv6), with EC2's errors."""
+    number = int(protocol)
+    if model.has_ports(number):
         if from_port is None or to_port is None:
             raise ApiError(
                 "InvalidParameterValue",
                 "Invalid value for portRange. Must specify both from and to ports with TCP/UDP.",
             )
         if from_port == -1 and to_port == -1:
-            return 0, 65535
+            from_port, to_port = 0, 65535
         for name, port in (("fromPort", from_port), ("toPort", to_port)):
             if not 0 <= port <= 65535:
                 raise ApiError(
                     "InvalidParameterValue",
                     f"Invalid value '{port}' for {name}. Must be between 0 and 65535.",
                 )
-        if from_port > to_port:
+        try:
+            ports = model.PortRange(from_port, to_port)
+        except ValueError:
             raise ApiError(
                 "InvalidParameterValue",
                 f"Invalid TCP/UDP port range: from port {from_port} is greater than "
                 f"to port {to_port}.",
-            )
-        return from_port, to_port
-    if protocol in ICMP:
+            ) from None
+        return ports.low, ports.high
+    if model.is_icmp(number):
         icmp_type = -1 if from_port is None else from_port
         icmp_code = -1 if to_port is None else to_port
         for name, value in (("ICMP type", icmp_type), ("ICMP code", icmp_code)):
@@ -189,12 +211,14 @@ def normalize_ports(protocol: str, from_port: int | None, to_port: int | None) -
                     "InvalidParameterValue",
                     f"Invalid value '{value}' for {name}. Must be between -1 and 255.",
                 )
-        if icmp_type == -1 and icmp_code != -1:
+        try:
+            icmp = model.IcmpMatch(icmp_type, icmp_code)
+        except ValueError:
             raise ApiError(
                 "InvalidParameterValue",
                 f"Invalid value '{icmp_code}' for ICMP code: it must be -1 when the type is -1.",
-            )
-        return icmp_type, icmp_code
+            ) from None
+        return icmp.type, icmp.code
     return -1, -1  # all protocols, or a protocol without ports: ports are ignored
 
 
@@ -220,15 +244,11 @@ def _canonical_cidr(text: str, version: int) -> str | None:
 
 
 def default_vpc_id(ctx: Ctx) -> str:
-    found = execute(ctx.conn, _DEFAULT_VPC, (ctx.account_id, ctx.region)).fetchall()
-    if len(found) != 1:
-        # what SQLAlchemy's scalar_one() raised here before
-        from sqlalchemy.exc import MultipleResultsFound, NoResultFound
-
-        if not found:
-            raise NoResultFound("No row was found when one was required")
-        raise MultipleResultsFound("Multiple rows were found when exactly one was required")
-    return found[0][0]
+    """The caller's default VPC in this region, or EC2's ``VPCIdNotSpecified``."""
+    vpc_id = default_vpc_id_or_none(ctx)
+    if vpc_id is None:
+        raise ApiError("VPCIdNotSpecified", "No default VPC for this user")
+    return vpc_id
 
 
 def group_by_name(ctx: Ctx, name: str, vpc_id: str | None = None, owner: str | None = None) -> Row:
@@ -253,6 +273,7 @@ def group_by_name(ctx: Ctx, name: str, vpc_id: str | None = None, owner: str | N
 
 
 def default_vpc_id_or_none(ctx: Ctx) -> str | None:
+    """The caller's default VPC in this region, if it has one (and it still exists)."""
     found = execute(ctx.conn, _DEFAULT_VPC, (ctx.account_id, ctx.region)).fetchall()
     return found[0][0] if found else None
 
@@ -286,7 +307,8 @@ def target_group(ctx: Ctx, params: Params) -> Row:
 def referenced_group(ctx: Ctx, target: Row, pair: Params) -> Row:
     """The group a UserIdGroupPair names, checked as EC2 does (isolation between accounts)."""
     user_id = pair.get("user_id")
-    if user_id is not None and (not str(user_id).isdigit() or len(str(user_id)) != 12):
+    text = str(user_id)
+    if user_id is not None and not (text.isascii() and text.isdigit() and len(text) == 12):
         raise ApiError("InvalidUserID.Malformed", f"Invalid user ID: {user_id}")
     owner = user_id or ctx.account_id
     if pair.get("group_id"):
@@ -417,7 +439,28 @@ def specs_from_permissions(
                 "MissingParameter",
                 "Each permission must name a source: IpRanges, Ipv6Ranges or UserIdGroupPairs.",
             )
+    for spec in specs:
+        check_model_rule(target.id, spec)
     return specs
+
+
+def check_model_rule(group_id: str, spec: RuleSpec) -> model.Rule:
+    """``spec`` as the data plane decodes it (see dataplane/agent.py ``_group``): the
+    control plane never stores a rule an agent would refuse."""
+    try:
+        return model.Rule(
+            group_id=group_id,
+            egress=spec.egress,
+            protocol=spec.protocol,
+            from_port=spec.from_port,
+            to_port=spec.to_port,
+            cidr=ipaddress.ip_network(spec.cidr_ipv4 or spec.cidr_ipv6)
+            if spec.cidr_ipv4 or spec.cidr_ipv6
+            else None,
+            ref_group_id=spec.ref_group_id,
+        )
+    except ValueError as err:
+        raise ApiError("InvalidParameterValue", f"Invalid rule {spec.text()}: {err}") from None
 
 
 def spec_from_rule_request(ctx: Ctx, target: Row, req: Params, egress: bool) -> RuleSpec:
@@ -800,7 +843,7 @@ def describe_security_groups(ctx: Ctx, p: Params) -> Result:
         return {"security_groups": page, "next_token": token}
     # A page: groups are read in id order from where the token left off, and described only
     # until the page (and one more, to know whether there is a next page) is full.
-    after = decode_token(p.get("next_token"))
+    after = decode_token(p.get("next_token"), "group_id")
     chunk = max_results + 1 if not filters else max(max_results + 1, _SCAN_CHUNK)
     groups = []
     while True:
@@ -903,7 +946,7 @@ def _revoke(ctx: Ctx, p: Params, egress: bool) -> Result:
             rid = by_key.get(spec.key)
             if rid is None:
                 if vpc_default is None:
-                    vpc_default = group.vpc_id == default_vpc_id(ctx)
+                    vpc_default = group.vpc_id == default_vpc_id_or_none(ctx)
                 if not vpc_default:
                     raise ApiError(
                         "InvalidPermission.NotFound",

@@ -635,7 +635,7 @@ def _subnet(ctx: Ctx, subnet_id: object, zone: str | None) -> Row:
 
 
 def _launch_groups(ctx: Ctx, subnet: Row, names: list, ids: list) -> list[Row]:
-    default_vpc = groups.default_vpc_id(ctx)
+    default_vpc = groups.default_vpc_id_or_none(ctx)
     rows: dict[str, Row] = {}
     for g in resources.get_many(ctx, ids, "sg"):
         rows[g.id] = g

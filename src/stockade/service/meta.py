@@ -89,7 +89,7 @@ def describe_availability_zones(ctx: Ctx, p: Params) -> Result:
 def describe_account_attributes(ctx: Ctx, p: Params) -> Result:
     values = {
         "supported-platforms": ["VPC"],
-        "default-vpc": [groups.default_vpc_id(ctx)],
+        "default-vpc": [groups.default_vpc_id_or_none(ctx) or "none"],
         "max-instances": [str(ctx.config.max_instances)],
         "vpc-max-security-groups-per-interface": [
             str(min(ctx.config.max_groups_per_interface, 16))
