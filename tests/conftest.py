@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -13,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import boto3
 import httpx
@@ -242,3 +244,22 @@ def raw_request(
     prepared = req.prepare()
     resp = httpx.post(server.url + "/", content=prepared.body, headers=dict(prepared.headers))
     return RawReply(resp.status_code, resp.text)
+
+
+@contextlib.contextmanager
+def running_sandbox(hosts: int, tag: str = "skt") -> Iterator[Any]:
+    """A whole sandbox region (API server, hosts, edge, internet) under a random namespace
+    prefix ``<tag><4 hex>-``, brought down afterwards with every namespace it made, even
+    when the test fails."""
+    from stockade.sandbox.region import Sandbox
+
+    data = Path(tempfile.mkdtemp(prefix="stockade-sandbox-"))
+    box = Sandbox(data, hosts=hosts, port=free_port(), prefix=f"{tag}{os.urandom(2).hex()}-")
+    try:
+        box.up()
+        yield box
+    finally:
+        box.down()
+        shutil.rmtree(data, ignore_errors=True)
+    left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert box.prefix not in left, f"namespaces of {box.prefix} were left behind:\n{left}"

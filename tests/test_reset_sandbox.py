@@ -5,10 +5,7 @@ the reset account's keys launch again at once (root, network namespaces)."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import tempfile
-from pathlib import Path
 
 import boto3
 import pytest
@@ -20,7 +17,7 @@ from stockade.sandbox.region import Sandbox
 from stockade.store.db import Store
 
 import netns
-from conftest import BIN, free_port, wait_until
+from conftest import BIN, running_sandbox, wait_until
 
 pytestmark = [
     pytest.mark.netns,
@@ -30,16 +27,8 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def sandbox():
-    data = Path(tempfile.mkdtemp(prefix="stockade-sandbox-"))
-    box = Sandbox(data, hosts=1, port=free_port(), prefix=f"skt{os.urandom(2).hex()}-")
-    try:
-        box.up()
+    with running_sandbox(hosts=1, tag="skt") as box:
         yield box
-    finally:
-        box.down()
-        shutil.rmtree(data, ignore_errors=True)
-        left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-        assert box.prefix not in left
 
 
 def client(box: Sandbox, acct: accounts.Account):

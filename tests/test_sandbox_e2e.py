@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ from stockade.sandbox.region import Sandbox, ensure_outside
 from stockade.store.db import Store
 
 import netns
-from conftest import free_port, wait_until
+from conftest import running_sandbox, wait_until
 
 pytestmark = [
     pytest.mark.netns,
@@ -53,14 +52,8 @@ def listeners(*ports: int) -> str:
 
 @pytest.fixture(scope="module")
 def sandbox():
-    data = Path(tempfile.mkdtemp(prefix="stockade-sandbox-"))
-    box = Sandbox(data, hosts=2, port=free_port(), prefix=f"skt{os.urandom(2).hex()}-")
-    try:
-        box.up()
+    with running_sandbox(hosts=2, tag="skt") as box:
         yield box
-    finally:
-        box.down()
-        shutil.rmtree(data, ignore_errors=True)
 
 
 class Story:

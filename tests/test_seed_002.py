@@ -13,7 +13,6 @@ import os
 import select
 import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from stockade.sandbox.region import Sandbox, ensure_outside
 from stockade.store.db import Store
 
 import netns
-from conftest import free_port, wait_until
+from conftest import running_sandbox, wait_until
 
 pytestmark = [
     pytest.mark.netns,
@@ -47,14 +46,8 @@ BIN = Path(__file__).resolve().parent.parent / ".venv" / "bin"
 
 @pytest.fixture(scope="module")
 def sandbox() -> Iterator[Sandbox]:
-    data = Path(tempfile.mkdtemp(prefix="stockade-seed002-"))
-    box = Sandbox(data, hosts=2, port=free_port(), prefix=f"s2{os.urandom(2).hex()}-")
-    try:
-        box.up()
+    with running_sandbox(hosts=2, tag="s2") as box:
         yield box
-    finally:
-        box.down()
-        shutil.rmtree(data, ignore_errors=True)
 
 
 @dataclass
