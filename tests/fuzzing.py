@@ -44,12 +44,13 @@ from botocore.credentials import Credentials
 from botocore.model import ServiceModel, Shape
 
 import stockade.api.app  # noqa: F401  (registers every action)
-from stockade.service.common import ACTIONS
+from stockade.service.common import ACTIONS, encode_token
 from stockade.store import schema
 from stockade.store.db import Store
 
 API_VERSION = "2016-11-15"
 TIMEOUT = 10.0  # seconds a request may take before it counts as a hang
+MAX_HANGS_IN_A_ROW = 3
 
 # Mutations that find bugs being fixed on another branch ("api": api/app.py, api/codec.py,
 # api/sigv4.py, service/common.py, service/groups.py). They are left out of the default
@@ -88,12 +89,22 @@ ID_RE = re.compile(
     r"\b((?:sg|sgr|vpc|subnet|i|eni|eni-attach|eipalloc|eipassoc|ami|r|key)-[0-9a-f]{8,17})\b"
 )
 NAME_RES = {
-    "group_names": re.compile(r"<groupName>([^<]{1,64})</groupName>"),
+    "group_names": re.compile(r"<groupName>((?!us-|eu-|ap-|ca-|sa-)[^<]{1,64})</groupName>"),
     "key_names": re.compile(r"<keyName>([^<]{1,64})</keyName>"),
     "ips": re.compile(r"<publicIp>([0-9.]{7,15})</publicIp>"),
     "tokens": re.compile(r"<nextToken>([^<]{1,400})</nextToken>"),
 }
 KEEP = 40  # per kind: the newest ones seen
+REFRESH = (
+    "DescribeSecurityGroups",
+    "DescribeSecurityGroupRules",
+    "DescribeInstances",
+    "DescribeAddresses",
+    "DescribeKeyPairs",
+    "DescribeVpcs",
+    "DescribeSubnets",
+    "DescribeImages",
+)
 
 
 @dataclass
@@ -118,6 +129,14 @@ class Pools:
         for kind, pattern in NAME_RES.items():
             for found in pattern.findall(body):
                 self.add(self.names, kind, found)
+
+    def forget(self, values: Iterable[str | bytes]) -> None:
+        """Drop deleted resources (ids and names) from the pools."""
+        gone = set(values)
+        for bucket in (self.ids, self.names):
+            for kind, seen in bucket.items():
+                if kind != "filters":
+                    seen[:] = [v for v in seen if v not in gone]
 
     def id(self, rng: random.Random, kind: str) -> str:
         seen = self.ids.get(kind)
@@ -168,6 +187,27 @@ def _text(rng: random.Random, _: Pools) -> str:
 
 def _ids(kind: str) -> Gen:
     return lambda rng, pools: pools.id(rng, kind)
+
+
+def _filter_value(rng: random.Random, pools: Pools) -> str:
+    value = rng.choice([*FILTER_VALUES, pools.any_id(rng), pools.name(rng, "group_names", "fz")])
+    # a group may be named "*****x" (names take any printable ASCII): as a filter value that
+    # is the "wildcards" mutation, not a valid-ish value
+    return value if sum(value.count(c) for c in "*?\\") <= 2 else "fz-*"
+
+
+def _token(rng: random.Random, pools: Pools) -> str:
+    seen = pools.names.get("tokens")
+    if seen and rng.random() < 0.7:
+        return rng.choice(seen)
+    return encode_token(pools.any_id(rng))  # a token of the form the server hands out
+
+
+def _public_ip(rng: random.Random, pools: Pools) -> str:
+    seen = pools.names.get("ips")
+    if seen and rng.random() < 0.8:
+        return rng.choice(seen)
+    return f"198.{rng.choice([18, 19, 51])}.{rng.randrange(256)}.{rng.randrange(256)}"
 
 
 def _owner(rng: random.Random, pools: Pools) -> str:
@@ -221,15 +261,21 @@ BY_MEMBER: dict[str, Gen] = {
     "SourceSecurityGroupName": lambda rng, pools: pools.name(rng, "group_names", "fz-g"),
     "KeyName": lambda rng, pools: pools.name(rng, "key_names", "fz-k"),
     "KeyNames": lambda rng, pools: pools.name(rng, "key_names", "fz-k"),
-    "PublicIp": lambda rng, pools: pools.name(rng, "ips", "198.18.0"),
-    "PublicIps": lambda rng, pools: pools.name(rng, "ips", "198.18.0"),
+    "PublicIp": lambda rng, pools: _public_ip(rng, pools),
+    "PublicIps": lambda rng, pools: _public_ip(rng, pools),
     "UserId": _owner,
     "SourceSecurityGroupOwnerId": _owner,
     "Owners": lambda rng, pools: rng.choice(["self", "amazon", pools.account_id]),
     "ExecutableUsers": lambda rng, pools: rng.choice(["self", "all"]),
     "CidrIp": _cidr4,
     "CidrIpv4": _cidr4,
-    "CidrBlock": _cidr4,
+    "CidrBlock": lambda rng, pools: rng.choice(
+        [
+            f"10.7.{rng.randrange(256)}.0/24",
+            f"172.31.{rng.randrange(96, 256)}.0/20",
+            _cidr4(rng, pools),
+        ]
+    ),
     "CidrIpv6": _cidr6,
     "Ipv6CidrBlock": _cidr6,
     "IpProtocol": lambda rng, _: rng.choice(
@@ -237,16 +283,16 @@ BY_MEMBER: dict[str, Gen] = {
     ),
     "FromPort": _port,
     "ToPort": _port,
-    "MaxResults": lambda rng, _: rng.choice([5, 6, 10, 100, 1000, rng.randrange(1, 2000)]),
-    "NextToken": lambda rng, pools: pools.name(rng, "tokens", "tok"),
+    "MaxResults": lambda rng, _: rng.choice([5, 5, 6, 10, 100, 1000, rng.randrange(1, 2000)]),
+    "NextToken": lambda rng, pools: _token(rng, pools),
     "PrivateIpAddress": lambda rng, _: f"172.31.{rng.randrange(256)}.{rng.randrange(1, 255)}",
     "Description": _text,
     "MinCount": lambda rng, _: rng.choice([1, 1, 2]),
     "MaxCount": lambda rng, _: rng.choice([1, 1, 2, 3]),
-    "RegionNames": lambda rng, _: rng.choice(["us-east-1", "eu-west-1", "mars-1"]),
+    "RegionNames": lambda rng, _: rng.choice(["us-east-1", "eu-west-1", "sa-east-1", "mars-1"]),
     "ZoneNames": lambda rng, _: rng.choice(["us-east-1a", "us-east-1b", "us-east-1z"]),
     "AvailabilityZone": lambda rng, _: rng.choice(["us-east-1a", "us-east-1b"]),
-    "ZoneIds": lambda rng, _: rng.choice(["use1-az1", "use1-az2"]),
+    "ZoneIds": lambda rng, _: rng.choice(["ue1-az1", "ue1-az2", "use1-az1"]),
     "UserData": lambda rng, _: base64.b64encode(b"#!/bin/sh\necho hello\n").decode(),
     "PublicKeyMaterial": lambda rng, _: PUBLIC_KEY,
     "InstanceType": lambda rng, _: rng.choice(["t2.micro", "t3.small", "m5.large"]),
@@ -257,9 +303,7 @@ BY_MEMBER: dict[str, Gen] = {
 # by the structure the member belongs to
 BY_PARENT: dict[tuple[str, str], Gen] = {
     ("Filter", "Name"): lambda rng, pools: rng.choice(pools.names["filters"]),
-    ("Filter", "Values"): lambda rng, pools: rng.choice(
-        [*FILTER_VALUES, pools.any_id(rng), pools.name(rng, "group_names", "fz-g")]
-    ),
+    ("Filter", "Values"): lambda rng, pools: _filter_value(rng, pools),
     ("Tag", "Key"): lambda rng, _: rng.choice(["Name", "env", "team", f"k{rng.randrange(20)}"]),
     ("Tag", "Value"): lambda rng, _: rng.choice(["web", "db", "", f"v{rng.randrange(20)}"]),
 }
@@ -273,6 +317,134 @@ RESOURCE_TYPES = (
     "elastic-ip",
     "network-interface",
 )
+
+
+_RULES = [
+    ["GroupId", "IpPermissions"],
+    ["GroupName", "IpPermissions"],
+    ["GroupName", "IpProtocol", "FromPort", "ToPort", "CidrIp"],
+    ["GroupId", "IpProtocol", "FromPort", "ToPort", "CidrIp"],
+    ["GroupName", "SourceSecurityGroupName"],
+    ["GroupId", "SourceSecurityGroupName", "SourceSecurityGroupOwnerId"],
+]
+_INSTANCES = [["InstanceIds"], ["InstanceIds", "Force"], ["InstanceIds", "DryRun"]]
+_RUN = ["ImageId", "MinCount", "MaxCount"]
+# Which members go together (by action, or by the structure's shape name): a valid-ish
+# request takes one of these sets, plus now and then another member. Without a recipe,
+# every optional member is a coin toss. Describe actions get theirs from their members.
+RECIPES: dict[str, list[list[str]]] = {
+    "AuthorizeSecurityGroupIngress": _RULES,
+    "AuthorizeSecurityGroupEgress": _RULES[::3] + [["GroupId", "IpPermissions"]],
+    "RevokeSecurityGroupIngress": [*_RULES, ["GroupId", "SecurityGroupRuleIds"]],
+    "RevokeSecurityGroupEgress": [
+        ["GroupId", "IpPermissions"],
+        ["GroupId", "SecurityGroupRuleIds"],
+    ],
+    "UpdateSecurityGroupRuleDescriptionsIngress": [
+        ["GroupId", "IpPermissions"],
+        ["GroupName", "IpPermissions"],
+        ["GroupId", "SecurityGroupRuleDescriptions"],
+    ],
+    "UpdateSecurityGroupRuleDescriptionsEgress": [
+        ["GroupId", "IpPermissions"],
+        ["GroupId", "SecurityGroupRuleDescriptions"],
+    ],
+    "ModifySecurityGroupRules": [["GroupId", "SecurityGroupRules"]],
+    "CreateSecurityGroup": [
+        ["GroupName", "Description"],
+        ["GroupName", "Description", "VpcId"],
+        ["GroupName", "Description", "TagSpecifications"],
+    ],
+    "DeleteSecurityGroup": [["GroupId"], ["GroupName"]],
+    "DescribeSecurityGroupReferences": [["GroupId"]],
+    "RunInstances": [
+        _RUN,
+        [*_RUN, "SecurityGroupIds"],
+        [*_RUN, "SecurityGroups"],
+        [*_RUN, "SubnetId", "SecurityGroupIds"],
+        [*_RUN, "KeyName", "UserData", "InstanceType"],
+        [*_RUN, "NetworkInterfaces"],
+        [*_RUN, "TagSpecifications"],
+        [*_RUN, "ClientToken"],
+        [*_RUN, "PrivateIpAddress", "SubnetId"],
+    ],
+    "StartInstances": _INSTANCES,
+    "StopInstances": _INSTANCES,
+    "RebootInstances": _INSTANCES,
+    "TerminateInstances": _INSTANCES,
+    "DescribeInstanceAttribute": [["InstanceId", "Attribute"]],
+    "ModifyInstanceAttribute": [
+        ["InstanceId", "Attribute", "Value"],
+        ["InstanceId", "Groups"],
+        ["InstanceId", "UserData"],
+        ["InstanceId", "DisableApiTermination"],
+        ["InstanceId", "InstanceInitiatedShutdownBehavior"],
+        ["InstanceId", "SourceDestCheck"],
+        ["InstanceId", "InstanceType"],
+    ],
+    "ModifyNetworkInterfaceAttribute": [
+        ["NetworkInterfaceId", "Groups"],
+        ["NetworkInterfaceId", "Description"],
+        ["NetworkInterfaceId", "SourceDestCheck"],
+    ],
+    "AllocateAddress": [[], ["Domain"], ["Domain", "TagSpecifications"]],
+    "AssociateAddress": [
+        ["AllocationId", "InstanceId"],
+        ["AllocationId", "NetworkInterfaceId"],
+        ["PublicIp", "InstanceId"],
+        ["AllocationId", "InstanceId", "AllowReassociation"],
+    ],
+    "DisassociateAddress": [["AssociationId"], ["PublicIp"]],
+    "ReleaseAddress": [["AllocationId"], ["PublicIp"]],
+    "CreateVpc": [["CidrBlock"], ["CidrBlock", "TagSpecifications"]],
+    "DeleteVpc": [["VpcId"]],
+    "CreateSubnet": [["VpcId", "CidrBlock"], ["VpcId", "CidrBlock", "AvailabilityZone"]],
+    "DeleteSubnet": [["SubnetId"]],
+    "CreateKeyPair": [["KeyName"], ["KeyName", "KeyType"], ["KeyName", "TagSpecifications"]],
+    "ImportKeyPair": [["KeyName", "PublicKeyMaterial"]],
+    "DeleteKeyPair": [["KeyName"], ["KeyPairId"]],
+    "CreateTags": [["Resources", "Tags"]],
+    "DeleteTags": [["Resources"], ["Resources", "Tags"]],
+    # structures
+    "IpPermission": [
+        ["IpProtocol", "FromPort", "ToPort", "IpRanges"],
+        ["IpProtocol", "FromPort", "ToPort", "UserIdGroupPairs"],
+        ["IpProtocol", "Ipv6Ranges"],
+        ["IpProtocol", "FromPort", "ToPort", "IpRanges", "Ipv6Ranges"],
+    ],
+    "IpRange": [["CidrIp"], ["CidrIp", "Description"]],
+    "Ipv6Range": [["CidrIpv6"], ["CidrIpv6", "Description"]],
+    "UserIdGroupPair": [["GroupId"], ["GroupName"], ["GroupId", "UserId"]],
+    "SecurityGroupRuleUpdate": [["SecurityGroupRuleId", "SecurityGroupRule"]],
+    "SecurityGroupRuleRequest": [
+        ["IpProtocol", "FromPort", "ToPort", "CidrIpv4"],
+        ["IpProtocol", "FromPort", "ToPort", "ReferencedGroupId"],
+        ["IpProtocol", "CidrIpv6", "Description"],
+    ],
+    "SecurityGroupRuleDescription": [["SecurityGroupRuleId", "Description"]],
+    "InstanceNetworkInterfaceSpecification": [
+        ["DeviceIndex", "SubnetId", "Groups"],
+        ["DeviceIndex", "AssociatePublicIpAddress"],
+        ["NetworkInterfaceId", "DeviceIndex"],
+    ],
+    "AttributeValue": [["Value"]],
+    "AttributeBooleanValue": [["Value"]],
+    "BlobAttributeValue": [["Value"]],
+    "Filter": [["Name", "Values"]],
+    "Tag": [["Key", "Value"]],
+    "TagSpecification": [["ResourceType", "Tags"]],
+}
+
+
+def _describe_recipes(shape: Shape) -> list[list[str]]:
+    members = list(shape.members)
+    recipes: list[list[str]] = [[]]
+    recipes += [[m] for m in members if m.endswith(("Ids", "Names", "Ips", "Owners"))]
+    if "Filters" in members:
+        recipes += [["Filters"], ["Filters"]]
+    if "MaxResults" in members:
+        recipes += [["MaxResults"], ["MaxResults", "NextToken"], ["Filters", "MaxResults"]]
+    return [[m for m in r if m in members] for r in recipes]
 
 
 def _kind(parent: str, name: str, shape: Shape) -> str:
@@ -365,32 +537,50 @@ class Generator:
         self.database = database
         self.exclude = {(k, m) for k, m, db in exclude if db in ("*", database)}
         self.model = model()
-        pools.names.setdefault("filters", sorted(_filter_names()))
+        self.filters = {a: _filter_names(a) for a in ACTIONS}
+        self.all_filters = sorted({n for names in self.filters.values() for n in names})
 
     # valid-ish -------------------------------------------------------------------------
 
     def valid(self, action: str) -> Case:
         shape = self.model.operation_model(action).input_shape
         params: list[Param] = []
+        # the filter names drawn from (now and then another action's)
+        wrong = self.rng.random() < 0.1
+        self.pools.names["filters"] = self.all_filters if wrong else self.filters[action]
         if shape is not None:
-            self._struct(shape, "", "", params, depth=0)
+            recipes = RECIPES.get(action)
+            if recipes is None and action.startswith("Describe"):
+                recipes = _describe_recipes(shape)
+            self._struct(shape, "", "", params, depth=0, recipes=recipes)
         return Case(action, params)
 
-    def _include(self, parent: str, name: str, member: Shape, depth: int) -> bool:
+    def _include(self, name: str, depth: int, chosen: list[str] | None) -> bool:
+        """Whether a valid-ish request takes an optional member."""
         if name == "DryRun":
             return self.rng.random() < 0.05
-        if (parent, name) in BY_PARENT:
-            return self.rng.random() < 0.95
+        if chosen is not None:
+            return name in chosen or self.rng.random() < 0.02
         if name in BY_MEMBER:
             return self.rng.random() < (0.6 if depth == 0 else 0.5)
         if depth >= 3:
             return False
         return self.rng.random() < (0.1 if depth == 0 else 0.05)
 
-    def _struct(self, shape: Shape, prefix: str, parent: str, out: list[Param], depth: int):
+    def _struct(
+        self,
+        shape: Shape,
+        prefix: str,
+        parent: str,
+        out: list[Param],
+        depth: int,
+        recipes: list[list[str]] | None = None,
+    ) -> None:
         required = set(shape.required_members)
+        recipes = recipes if recipes is not None else RECIPES.get(shape.name)
+        chosen = self.rng.choice(recipes) if recipes else None
         for name, member in shape.members.items():
-            if name not in required and not self._include(shape.name, name, member, depth):
+            if name not in required and not self._include(name, depth, chosen):
                 continue
             key = f"{prefix}.{_wire_name(member, name)}" if prefix else _wire_name(member, name)
             self._value(member, key, shape.name, name, out, depth + 1)
@@ -658,14 +848,17 @@ MUTATIONS: dict[str, Callable[[Generator, Case], str | None]] = {
 MUTATION_NAMES = sorted(MUTATIONS)
 
 
-def _filter_names() -> set[str]:
-    names = {"tag:Name", "tag-key", "tag-value", "bogus-filter"}
-    for spec in ACTIONS.values():
-        module = sys.modules[spec.handler.__module__]
-        for var, value in vars(module).items():
-            if var.endswith("FILTERS") and isinstance(value, dict):
-                names.update(value)
-    return names
+def _filter_names(action: str) -> list[str]:
+    """The filters ``action`` knows: those of the filter table its handler names (else of
+    every table in its module), and the tag filters."""
+    handler = ACTIONS[action].handler
+    module = vars(sys.modules[handler.__module__])
+    tables = [n for n, v in module.items() if n.endswith("FILTERS") and isinstance(v, dict)]
+    named = [n for n in handler.__code__.co_names if n in tables]
+    names = {"tag:Name", "tag-key", "tag-value"}
+    for table in named or tables:
+        names.update(module[table])
+    return sorted(names)
 
 
 # --- sending and judging ------------------------------------------------------------
@@ -817,6 +1010,7 @@ class Stats:
     malformed: int = 0
     seconds: float = 0.0
     slowest: float = 0.0
+    stopped: bool = False  # the server stopped answering (MAX_HANGS_IN_A_ROW hangs)
     codes: Counter = field(default_factory=Counter)
     by_action: Counter = field(default_factory=Counter)
     findings: list[Finding] = field(default_factory=list)
@@ -890,10 +1084,23 @@ class Fuzzer:
             raise RuntimeError(f"fuzz set-up: {action} answered {status}: {body[:500]}")
         self.pools.harvest(body)
 
+    def refresh(self) -> None:
+        """Keep only resources that exist in the pools (Describe calls, not counted)."""
+        fresh = Pools(self.pools.account_id, self.pools.peer_account_id)
+        for action in REFRESH:
+            status, body, _ = self.target.send(Case(action, []))
+            if status == 200:
+                fresh.harvest(body)
+        self.pools.ids = fresh.ids
+        self.pools.names.update({k: v for k, v in fresh.names.items() if k != "tokens"})
+        self._digest = digest(self.target.store, self.target.account_id)
+
     def cases(self, rounds: int) -> Iterable[Case]:
-        """Each round: every action once valid-ish, then ``mutated_per_valid`` times mutated."""
+        """Each round: every action once valid-ish, then ``mutated_per_valid`` times mutated
+        (the pools refreshed first)."""
         names = actions()
         for _ in range(rounds):
+            self.refresh()
             self.rng.shuffle(names)
             for action in names:
                 case = self.gen.valid(action)
@@ -904,10 +1111,18 @@ class Fuzzer:
                     yield self.gen.mutated(action)
 
     def run(self, cases: Iterable[Case], on_request: Callable[[], None] | None = None) -> Stats:
+        """Send ``cases``; stop early once ``MAX_HANGS_IN_A_ROW`` requests in a row hung (the
+        server is stuck: every further request would only wait out its timeout)."""
+        in_a_row = 0
         for case in cases:
+            hangs = self.stats.hangs
             self.one(case)
+            in_a_row = in_a_row + 1 if self.stats.hangs > hangs else 0
             if on_request is not None:
                 on_request()
+            if in_a_row >= MAX_HANGS_IN_A_ROW:
+                self.stats.stopped = True
+                break
         return self.stats
 
     def one(self, case: Case) -> None:
@@ -923,6 +1138,8 @@ class Fuzzer:
         if accepted:
             stats.accepted += 1
             self.pools.harvest(body)
+            if case.action.startswith(("Delete", "Release")):
+                self.pools.forget(p.value for p in case.params)
         else:
             stats.rejected += 1
             stats.codes[error_code(body) or str(status)] += 1
