@@ -6,6 +6,7 @@
 4. reconcile     - agent start-up and one incremental change (root)
 5. forwarding    - throughput and connection rate through the host's table (root)
 6. policy_core   - evaluate() per second and explain latency
+7. fuzz          - fuzzed signed requests on SQLite and PostgreSQL: 5xx, hangs, stored changes
 
 Prints each benchmark's tables, then one summary (figure, anchor, ratio, goal), and writes
 bench/results/<benchmark>.json and bench/results/summary.json. Benchmarks assert nothing
@@ -29,7 +30,15 @@ from typing import Any
 from common import RESULTS, Section, Summary, console, fmt, machine, ratio, table
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-ALL = ("api_capacity", "api_latency", "propagation", "reconcile", "forwarding", "policy_core")
+ALL = (
+    "api_capacity",
+    "api_latency",
+    "propagation",
+    "reconcile",
+    "forwarding",
+    "policy_core",
+    "fuzz",
+)
 NEEDS_ROOT = {"propagation", "reconcile", "forwarding"}
 NEEDS_TOOLS = {
     "api_capacity": ("wrk",),
@@ -135,6 +144,7 @@ def runners(
 ) -> dict[str, Callable[[], Section]]:
     import api_latency
     import forwarding
+    import fuzz
     import policy_core
     import propagation
     import reconcile
@@ -152,6 +162,7 @@ def runners(
         "reconcile": lambda: reconcile.run(quick, progress),
         "forwarding": lambda: forwarding.run(quick, progress),
         "policy_core": lambda: policy_core.run(quick, progress, shared.get("explain_cli_ms")),
+        "fuzz": lambda: fuzz.run(quick, progress),
     }
 
 
