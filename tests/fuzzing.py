@@ -668,6 +668,30 @@ class Generator:
         return p
 
 
+def _b64std(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _ssh(*fields: bytes) -> bytes:
+    return b"".join(len(f).to_bytes(4, "big") + f for f in fields)
+
+
+_BAD_KEYS: list[bytes] = [
+    b"ssh-rsa",
+    b"ssh-rsa AAAA",
+    b"ssh-ed25519 " + base64.b64encode(_ssh(b"ssh-ed25519", b"\x01" * 31)),
+    b"ssh-ed25519 " + base64.b64encode(_ssh(b"ssh-rsa", b"\x01" * 32)),
+    b"ssh-rsa " + base64.b64encode(_ssh(b"ssh-rsa", b"", b"")),
+    b"ssh-rsa " + base64.b64encode(_ssh(b"ssh-rsa", b"\x01\x00\x01", b"\xff" * 600)),
+    b"ssh-rsa " + base64.b64encode(b"\x00\x00\x00\x07ssh-rsa\xff\xff\xff\xff"),
+    b"\xff\xfe ssh-ed25519",
+    b"---- BEGIN SSH2 PUBLIC KEY ----\nComment: x\\\n\n---- END SSH2 PUBLIC KEY ----",
+    b"---- BEGIN SSH2 PUBLIC KEY ----\n" + base64.b64encode(_ssh(b"\xc3(", b"x")),
+    b"ssh-dss AAAAB3NzaC1kc3MAAACBAP",
+    b"\x00" * 64,
+    b"ssh-ed25519 " + base64.b64encode(_ssh(b"ssh-ed25519", b"\x01" * 32)) + b" \x00\xff",
+]
+
 NUMBERS = ("integer", "long")
 STRINGS = ("string",)
 SCALARS = ("string", "integer", "long", "boolean", "timestamp", "blob")
@@ -708,6 +732,8 @@ VALUES: dict[str, tuple[tuple[str, ...], list[str | bytes]]] = {
     "whitespace": (SCALARS, [" ", " padded ", "\t"]),
     "wildcards": (STRINGS, ["*" * 40 + "x", "*a" * 25 + "b", "?" * 500, "\\" * 501, "a*?\\*"]),
     "invalid-utf8": (SCALARS, [b"\xff\xfe", b"a\xc3", b"\xed\xa0\x80"]),
+    # blobs (ImportKeyPair's key, user data) that decode, holding broken keys
+    "bad-blob": (("blob",), [_b64std(v) for v in _BAD_KEYS]),
     "id-like": (
         STRINGS,
         ["sg-00000000", "sg-" + "f" * 18, "vpc-", "i-0", "sg-" + "0" * 17, "SG-12345678"],
