@@ -52,3 +52,37 @@ def test_group_name_with_a_nul_byte(server: Server) -> None:
         },
     ):
         rejected(server, acct, params, "InvalidGroup.NotFound", "does not exist")
+
+
+def test_describe_tags_tokens_carry_no_nul(server: Server) -> None:
+    # DescribeTags' next token held "resource-id NUL key": handed to another Describe call,
+    # PostgreSQL answered 500 (and a server refusing NUL in tokens could not page tags)
+    import re
+
+    from stockade.service.common import decode_token
+
+    acct = server.account()
+    ec2 = server.client(acct)
+    groups = [
+        ec2.create_security_group(GroupName=f"t{i}", Description="d")["GroupId"] for i in range(3)
+    ]
+    keys = ["Name", "env", "team", "a b", "zz"]
+    ec2.create_tags(Resources=groups, Tags=[{"Key": k, "Value": "v"} for k in keys])
+    seen, token, tokens = [], None, []
+    while True:
+        page = ec2.describe_tags(MaxResults=5, **({"NextToken": token} if token else {}))
+        seen += [(t["ResourceId"], t["Key"]) for t in page["Tags"]]
+        token = page.get("NextToken")
+        if not token:
+            break
+        tokens.append(token)
+    assert seen == sorted((g, k) for g in groups for k in keys)
+    assert len(tokens) == 2
+    for token in tokens:
+        assert "\x00" not in (decode_token(token) or "")
+        reply = raw_request(
+            server,
+            acct,
+            {"Action": "DescribeSecurityGroups", "MaxResults": "5", "NextToken": token},
+        )
+        assert reply.status == 200 or re.fullmatch(r"Invalid\w+", reply.code or ""), reply.body
