@@ -67,6 +67,7 @@ FIXED_ON_BRANCH_API: frozenset[tuple[str, str, str]] = frozenset(
         ("filter-name", "nul", "postgres"),
         ("filter-value", "nul", "postgres"),
         ("next-token", "nul", "postgres"),
+        ("next-token", "nul-token", "postgres"),
     }
 )
 
@@ -482,6 +483,7 @@ class Case:
     action: str
     params: list[Param]
     mutation: tuple[str, str] | None = None  # (kind, mutation); None for a valid-ish one
+    also: list[tuple[str, str]] = field(default_factory=list)  # mutations on top of it
     region: str = "us-east-1"
 
     @property
@@ -499,6 +501,7 @@ class Case:
             value = p.value
             shown.append(f"{p.key}={value[:width]!r}" + ("..." if len(value) > width else ""))
         what = "valid-ish" if self.mutation is None else "/".join(self.mutation)
+        what += "".join(f" + {'/'.join(m)}" for m in self.also)
         return f"{self.action} [{what}] " + " ".join(shown)
 
 
@@ -628,20 +631,30 @@ class Generator:
     # mutated ---------------------------------------------------------------------------
 
     def mutated(self, action: str) -> Case:
+        """A valid-ish case with one mutation (a quarter of the time, one or two more on
+        top: ``Case.also``)."""
         for _ in range(50):
             case = self.valid(action)
-            name = self.rng.choice(self.mutation_names)
-            done = MUTATIONS[name](self, case)
-            if done is None:
+            first = self._mutate(case)
+            if first is None:
                 continue
-            case.mutation = (done, name)
-            if case.mutation in self.exclude:
+            case.mutation = first
+            while self.rng.random() < 0.25 and len(case.also) < 2:
+                more = self._mutate(case)
+                if more is not None:
+                    case.also.append(more)
+            if any(m in self.exclude for m in [first, *case.also]):
                 continue
             return case
         case = self.valid(action)
         extra_member(self, case)
         case.mutation = ("request", "extra-member")
         return case
+
+    def _mutate(self, case: Case) -> tuple[str, str] | None:
+        name = self.rng.choice(self.mutation_names)
+        done = MUTATIONS[name](self, case)
+        return None if done is None else (done, name)
 
     def pick(self, case: Case, types: tuple[str, ...]) -> Param | None:
         """A parameter of the case of one of ``types``, or a new top-level one."""
@@ -823,7 +836,6 @@ BOGUS_TOKENS: list[str] = [
     _b64(b"\xff\xfe"),
     _b64(json.dumps({"after": 5}).encode()),
     _b64(json.dumps({"after": None}).encode()),
-    _b64(json.dumps({"after": "\x00"}).encode()),
     _b64(json.dumps({"before": "sg-1"}).encode()),
     _b64(json.dumps([]).encode()),
     _b64(json.dumps("after").encode()),
@@ -838,6 +850,16 @@ def bogus_token(gen: Generator, case: Case) -> str | None:
     if target is None:
         return None
     target.value = gen.rng.choice(BOGUS_TOKENS)
+    return "next-token"
+
+
+def nul_token(gen: Generator, case: Case) -> str | None:
+    """A well-formed token whose position holds a NUL."""
+    target = _token_param(gen, case)
+    if target is None:
+        return None
+    after = gen.rng.choice(["\x00", "sg-00000000\x00", "a\x00b"])
+    target.value = _b64(json.dumps({"after": after}).encode())
     return "next-token"
 
 
@@ -870,6 +892,7 @@ MUTATIONS: dict[str, Callable[[Generator, Case], str | None]] = {
     "deep-index": deep_index,
     "bogus-token": bogus_token,
     "nested-json": nested_token,
+    "nul-token": nul_token,
 }
 MUTATION_NAMES = sorted(MUTATIONS)
 
@@ -1064,6 +1087,12 @@ class Fuzzer:
         self.stats = Stats()
         self._digest: str | None = None
 
+    def snapshot(self) -> str:
+        """The digest of the fuzzing account's rows and the peer account's (whose groups
+        rules may name)."""
+        store = self.target.store
+        return digest(store, self.target.account_id) + digest(store, self.pools.peer_account_id)
+
     def setup(self, peer_account_id: str) -> None:
         """Resources for valid-ish requests to name (and regions made ready)."""
         self.pools.peer_account_id = peer_account_id
@@ -1101,7 +1130,7 @@ class Fuzzer:
         self._setup_step("DescribeSecurityGroups", [("MaxResults", "5")])
         # the other region's first request makes it ready (a change of its own)
         self._setup_step("DescribeVpcs", [], region="eu-west-1")
-        self._digest = digest(self.target.store, self.target.account_id)
+        self._digest = self.snapshot()
 
     def _setup_step(self, action: str, pairs: list[tuple[str, str]], region: str = "us-east-1"):
         case = Case(action, [Param(k, v, "string", "setup") for k, v in pairs], region=region)
@@ -1119,7 +1148,7 @@ class Fuzzer:
                 fresh.harvest(body)
         self.pools.ids = fresh.ids
         self.pools.names.update({k: v for k, v in fresh.names.items() if k != "tokens"})
-        self._digest = digest(self.target.store, self.target.account_id)
+        self._digest = self.snapshot()
 
     def cases(self, rounds: int) -> Iterable[Case]:
         """Each round: every action once valid-ish, then ``mutated_per_valid`` times mutated
@@ -1179,7 +1208,7 @@ class Fuzzer:
             stats.findings.append(Finding(index, case, problem, status, body))
         if accepted and not case.write and not self.check_reads:
             return
-        now = digest(self.target.store, self.target.account_id)
+        now = self.snapshot()
         # only an accepted write may change anything
         changed = self._digest is not None and now != self._digest
         if changed and not (accepted and case.write):

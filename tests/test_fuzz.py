@@ -82,11 +82,12 @@ def test_every_mutation_is_drawn() -> None:
     gen = Generator(random.Random(11), Pools("111111111111", "222222222222"), "sqlite")
     seen = set()
     for action in actions():
-        for _ in range(30):
+        for _ in range(60):
             case = gen.mutated(action)
             assert case.mutation is not None
             seen.add(case.mutation[1])
             assert case.mutation not in gen.exclude
+            assert not set(case.also) & gen.exclude
     # every kind of mutation is drawn somewhere (those excluded everywhere aside)
     assert seen >= set(MUTATIONS) - {"nested-json"}, set(MUTATIONS) - seen
 
