@@ -9,6 +9,7 @@
 7. teardown      - `stockade up` to ready, `stockade down` and Ctrl-C to stopped (root)
 8. boot          - an instance's image services to listening, and an SSH login (root)
 9. hardening     - hostile bodies (server RSS) and filters (another account's p99)
+10. fuzz         - fuzzed signed requests on SQLite and PostgreSQL: 5xx, hangs, stored changes
 
 Prints each benchmark's tables, then one summary (figure, anchor, ratio, goal), and writes
 bench/results/<benchmark>.json and bench/results/summary.json. Benchmarks assert nothing
@@ -42,6 +43,7 @@ ALL = (
     "teardown",
     "boot",
     "hardening",
+    "fuzz",
 )
 NEEDS_ROOT = {"propagation", "reconcile", "forwarding", "teardown", "boot"}
 NEEDS_TOOLS = {
@@ -151,6 +153,7 @@ def runners(
     import api_latency
     import boot
     import forwarding
+    import fuzz
     import hardening
     import policy_core
     import propagation
@@ -173,6 +176,7 @@ def runners(
         "teardown": lambda: teardown.run(quick, progress),
         "boot": lambda: boot.run(quick, progress),
         "hardening": lambda: hardening.run(quick, progress),
+        "fuzz": lambda: fuzz.run(quick, progress),
     }
 
 

@@ -261,7 +261,8 @@ def group_by_name(ctx: Ctx, name: str, vpc_id: str | None = None, owner: str | N
         owner = ctx.account_id
         vpc_id = vpc_id or default_vpc_id(ctx)
     row = None
-    if vpc_id is not None:
+    # no stored name holds a NUL (PostgreSQL's text cannot): such a name is not found
+    if vpc_id is not None and "\x00" not in name:
         found = GROUP_ROWS.rows(ctx.conn, _GROUP_BY_NAME, (vpc_id, name, owner))
         row = found[0] if found else None
     if row is None:

@@ -30,6 +30,7 @@ import binascii
 import datetime as dt
 import hashlib
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -60,6 +61,7 @@ I = schema.instances.c  # noqa: E741
 RS = schema.reservations.c
 N = schema.network_interfaces.c
 S = schema.subnets.c
+_PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]+")
 
 STATE_CODES = {
     "pending": 0,
@@ -758,7 +760,9 @@ def _reservation_result(ctx: Ctx, reservation_id: str) -> Result:
 def run_instances(ctx: Ctx, p: Params) -> Result:
     token = p.get("client_token")
     if token is not None:
-        if not 0 < len(token) <= 64 or not token.isascii():
+        # printable ASCII only: PostgreSQL cannot store NUL, XML cannot carry control
+        # characters back (the token is echoed in every Describe)
+        if not 0 < len(token) <= 64 or not _PRINTABLE_ASCII.fullmatch(token):
             raise ApiError(
                 "InvalidParameterValue",
                 "Value for parameter clientToken is invalid. It must be 1 to 64 ASCII characters.",

@@ -176,7 +176,9 @@ def describe_tags(ctx: Ctx, p: Params) -> Result:
             "resource_type": r.resource_type,
             "key": r.key,
             "value": r.value,
-            "sort": f"{r.resource_id}\x00{r.key}",
+            # (resource id, key) order: the space sorts below every character of an id
+            # (a NUL did too, but went into the next token: PostgreSQL cannot take it back)
+            "sort": f"{r.resource_id} {r.key}",
             "tags": [{"key": r.key, "value": r.value}],
         }
         for r in rows
