@@ -310,8 +310,8 @@ def _signed_head(server: Server, acct, body: bytes, **extra: str) -> dict[str, s
     return dict(req.prepare().headers)
 
 
-def _head(lines: dict[str, str]) -> bytes:
-    text = "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+def _head(lines: dict[str, str], path: str = "/") -> bytes:
+    text = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
     text += "".join(f"{k}: {v}\r\n" for k, v in lines.items() if k.lower() != "host")
     return (text + "\r\n").encode("latin-1")
 
@@ -352,6 +352,29 @@ def test_a_body_under_the_cap_still_works(server: Server, account):
         server, account, f"Action=CreateTags&Version=2016-11-15&ResourceId.1={gid}&{tags}"
     )
     assert reply.status == 200, reply.body
+
+
+def test_agent_endpoints_cap_their_bodies(server: Server):
+    """The agent-facing endpoints too: an announced 256 MiB is refused unread, a chunked
+    body is cut off at the cap (with the agent token; without it nothing is read)."""
+    from stockade.store.db import agent_token
+
+    auth = {"Authorization": f"Bearer {agent_token(server.store)}"}
+    path = "/_stockade/v1/hosts/h-cap/claim"
+    head = _head({**auth, "Content-Length": str(256 * 1024 * 1024)}, path)
+    status, reply = _raw_http(server, head, [b"x" * 65536] * 64)
+    assert status == 413 and "RequestEntityTooLarge" in reply, reply[:300]
+    piece = b"a" * 65536
+    chunk = f"{len(piece):x}\r\n".encode() + piece + b"\r\n"
+    head = _head({**auth, "Transfer-Encoding": "chunked"}, path)
+    status, reply = _raw_http(server, head, [chunk] * 1024)  # 64 MiB, sent slowly
+    assert status == 413 and "RequestEntityTooLarge" in reply, reply[:300]
+
+
+def test_a_reset_without_credentials_is_refused_before_its_body(server: Server):
+    head = _head({"Content-Length": str(10**6)}, "/_stockade/v1/reset")
+    status, reply = _raw_http(server, head, [b"a" * 65536] * 16)  # 1 MiB, never finished
+    assert status == 401 and "AuthFailure" in reply, reply[:300]
 
 
 # --- 3. 500s from input --------------------------------------------------------------------

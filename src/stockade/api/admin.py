@@ -24,6 +24,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from stockade import accounts
+from stockade.api import hosts
 from stockade.errors import ApiError
 from stockade.service import reset as reset_service
 
@@ -39,10 +40,22 @@ def _account_named(api: Any, wanted: str) -> str | None:
     return None
 
 
+NO_CREDENTIALS = (
+    "Sign the request with an account's keys (SigV4, service ec2), or send the "
+    "agent token as 'Authorization: Bearer TOKEN' (see `stockade agent-token`)."
+)
+
+
 async def reset(request: Request) -> Response:
     api = request.app.state.api
-    body = await request.body()
     auth = request.headers.get("authorization", "")
+    # no credentials at all: refused before a byte of the body is read
+    if not auth and "X-Amz-Signature" not in request.query_params:
+        return _error("AuthFailure", NO_CREDENTIALS, 401)
+    try:
+        body = await hosts.read_capped(request, 1024 * 1024)
+    except ApiError as err:
+        return _error(err.code, err.message, err.status)
     token = auth.removeprefix("Bearer ").strip() if auth.startswith("Bearer ") else ""
     wanted = request.query_params.get("account")
     if body:
@@ -71,13 +84,6 @@ async def reset(request: Request) -> Response:
                 )
             ids = [found]
     else:
-        if not auth and "X-Amz-Signature" not in request.query_params:
-            return _error(
-                "AuthFailure",
-                "Sign the request with an account's keys (SigV4, service ec2), or send the "
-                "agent token as 'Authorization: Bearer TOKEN' (see `stockade agent-token`).",
-                401,
-            )
         try:
             account_id, _, _ = api.authenticate(request.scope, body)
         except ApiError as err:

@@ -33,8 +33,28 @@ def _authorised(request: Request) -> bool:
     return bool(token) and hmac.compare_digest(token, request.app.state.api.agent_token)
 
 
+# the most an agent-facing request may carry (claims and reports are a few KiB)
+MAX_HOST_BODY = 4 * 1024 * 1024
+
+
+async def read_capped(request: Request, limit: int = MAX_HOST_BODY) -> bytes:
+    """The request's body, refused (413) when its Content-Length says it is over ``limit``
+    before a byte is read, and cut off at ``limit`` when it comes chunked."""
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and int(declared) > limit:
+        raise ApiError("RequestEntityTooLarge", f"The body is over {limit} bytes.", 413)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError("RequestEntityTooLarge", f"The body is over {limit} bytes.", 413)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def _body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
+    raw = await read_capped(request)
     if not raw:
         return {}
     try:
