@@ -14,7 +14,6 @@ subsystem, which runs no shell (root's ``~/.bashrc`` is the machine's and may be
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import statistics
 import subprocess
@@ -24,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import Namespaces, Section, Summary, console, fmt, ratio, table
+from common import Namespaces, Section, Summary, fmt, ratio, run_alone, table
 from rich.progress import Progress
 
 INSTANCE_IP, CLIENT_IP = "10.77.0.2", "10.77.0.3"
@@ -174,15 +173,5 @@ def run(quick: bool, progress: Progress) -> Section:
     return section
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--quick", action="store_true")
-    args = ap.parse_args()
-    with Progress(console=console, transient=True) as progress:
-        section = run(args.quick, progress)
-    section.write()
-    section.show()
-
-
 if __name__ == "__main__":
-    main()
+    run_alone(run, __doc__)

@@ -6,6 +6,7 @@ when its :class:`Namespaces` closes (also on errors, and from a finalizer at exi
 
 from __future__ import annotations
 
+import argparse
 import atexit
 import contextlib
 import json
@@ -73,6 +74,22 @@ class Section:
             console.print(table)
         for note in self.notes:
             console.print(f"[dim]{note}[/dim]")
+
+
+def run_alone(run: Callable[..., Section], description: str | None) -> None:
+    """``python bench/<name>.py [--quick]``: one benchmark on its own, with a progress bar;
+    prints its tables and summary lines and writes its results file."""
+    from rich.progress import Progress
+
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--quick", action="store_true", help="the smoke run CI executes")
+    args = ap.parse_args()
+    with Progress(console=console, transient=True) as progress:
+        section = run(args.quick, progress)
+    section.show()
+    for s in section.summary:
+        console.print(f"{s.benchmark}: {s.stockade} (anchor {s.anchor}, goal {s.goal or '-'})")
+    section.write()
 
 
 def table(title: str, *columns: str) -> Table:

@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing
 import os
 import socket
@@ -25,7 +24,7 @@ import time
 import urllib.parse
 from typing import Any
 
-from common import Section, Summary, console, fmt, percentile, start_stockade, table
+from common import Section, Summary, fmt, percentile, run_alone, start_stockade, table
 from rich.progress import Progress
 
 MiB = 1024 * 1024
@@ -323,18 +322,6 @@ def run(quick: bool, progress: Progress | None = None) -> Section:
     return section
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--quick", action="store_true")
-    args = ap.parse_args()
-    with Progress(console=console, transient=True) as progress:
-        section = run(args.quick, progress)
-    section.show()
-    for s in section.summary:
-        console.print(f"{s.stockade} (anchor {s.anchor}, goal {s.goal})")
-    section.write()
-
-
 if __name__ == "__main__":
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    main()
+    run_alone(run, __doc__)

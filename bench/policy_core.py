@@ -12,13 +12,12 @@ from the propagation benchmark's server when the runner has one.
 
 from __future__ import annotations
 
-import argparse
 import ipaddress
 import statistics
 import time
 from typing import Any
 
-from common import Section, Summary, console, fmt, percentile, table, tier_groups
+from common import Section, Summary, fmt, percentile, run_alone, table, tier_groups
 from rich.progress import Progress
 
 INTERFACES = 1000
@@ -170,15 +169,5 @@ def report(data: dict[str, Any]) -> Section:
     return section
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--quick", action="store_true", help="1 s per measure instead of 3")
-    args = ap.parse_args()
-    with Progress(console=console, transient=True) as progress:
-        section = run(args.quick, progress)
-    section.show()
-    section.write()
-
-
 if __name__ == "__main__":
-    main()
+    run_alone(run, __doc__)
