@@ -32,7 +32,6 @@ from __future__ import annotations
 import copy
 import ipaddress
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -172,42 +171,15 @@ class FakeNft:
 # --- parsing -------------------------------------------------------------------------------
 
 
-def _statements(script: str) -> Iterator[str]:
+def _statements(script: str) -> list[str]:
     """Top-level commands: one a line, or across lines while a ``{`` is open; ``;`` also
-    ends one outside braces. Comments (``#`` to the end of a line) are dropped."""
-    depth = 0
-    current: list[str] = []
-    quoted = False
-    for ch in script:
-        if quoted:
-            current.append(ch)
-            if ch == '"':
-                quoted = False
-            continue
-        if ch == '"':
-            quoted = True
-        elif ch == "{":
-            depth += 1
-        elif ch == "}":
-            depth -= 1
-            if depth < 0:
-                raise _Refused("syntax error, unexpected '}'")
-        elif ch in "\n;" and depth == 0:
-            text = "".join(current).strip()
-            current = []
-            if text and not text.startswith("#"):
-                yield text
-            continue
-        current.append(ch)
-    if quoted or depth:
-        raise _Refused("syntax error, unexpected end of file")
-    text = "".join(current).strip()
-    if text and not text.startswith("#"):
-        yield text
+    ends one outside braces. Comment lines (starting with ``#``) are dropped."""
+    return [s for s in _split(script, "\n;", strict=True) if not s.startswith("#")]
 
 
-def _split(text: str, seps: str) -> list[str]:
-    """Split at ``seps`` outside quotes and braces; pieces stripped, empty ones dropped."""
+def _split(text: str, seps: str, strict: bool = False) -> list[str]:
+    """Split at ``seps`` outside quotes and braces; pieces stripped, empty ones dropped.
+    ``strict``: an unbalanced ``}``, brace or quote is nft's syntax error."""
     out: list[str] = []
     depth = 0
     quoted = False
@@ -223,11 +195,15 @@ def _split(text: str, seps: str) -> list[str]:
             depth += 1
         elif ch == "}":
             depth -= 1
+            if strict and depth < 0:
+                raise _Refused("syntax error, unexpected '}'")
         elif ch in seps and depth == 0:
             out.append("".join(current).strip())
             current = []
             continue
         current.append(ch)
+    if strict and (quoted or depth):
+        raise _Refused("syntax error, unexpected end of file")
     out.append("".join(current).strip())
     return [p for p in out if p]
 
