@@ -15,7 +15,7 @@ import httpx
 import pytest
 from sqlalchemy import update
 
-from stockade.cli import agent_error_cell
+from stockade.cli.agent import agent_error_cell
 from stockade.dataplane.agent import Agent
 from stockade.dataplane.backoff import (
     DECODE,

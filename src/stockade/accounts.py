@@ -9,10 +9,11 @@ from dataclasses import dataclass
 
 from sqlalchemy import delete, insert, select
 
+from stockade import config
 from stockade.store import schema
 from stockade.store.db import Store, utcnow
 
-DEFAULT_ACCOUNT = "default"
+DEFAULT_ACCOUNT = config.DEFAULT_ACCOUNT
 _KEY_ALPHABET = string.ascii_uppercase + "234567"
 _SECRET_ALPHABET = string.ascii_letters + string.digits + "+/"
 

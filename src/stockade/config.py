@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+DEFAULT_ACCOUNT = "default"  # the account `stockade env` and a first `serve` use
+
 DEFAULT_PORT = 8773
 
 

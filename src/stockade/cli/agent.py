@@ -1,0 +1,208 @@
+"""The data-plane agent and what it reports: `agent`, `status`."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from stockade import config
+from stockade.cli import app
+from stockade.cli.common import (
+    DatabaseUrl,
+    DataDir,
+    Server,
+    control_plane,
+    data_dir_record,
+    default_data,
+    err,
+    get_json,
+    locate,
+    open_store,
+)
+
+
+@app.command()
+def agent(
+    host: Annotated[str, typer.Option("--host", help="This host's name.")],
+    server: Server = None,
+    netns: Annotated[
+        str | None, typer.Option(help="Enforce inside this network namespace.")
+    ] = None,
+    uninstall: Annotated[
+        bool, typer.Option("--uninstall", help="Remove Stockade's table and exit.")
+    ] = False,
+    resync_interval: Annotated[
+        float,
+        typer.Option(
+            "--resync-interval",
+            min=0,
+            help="Minutes between full rewrites of the table, repairing changes made to it "
+            "outside Stockade (0: never).",
+        ),
+    ] = 5.0,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Follow the change log and enforce this host's groups with nftables."""
+    from stockade.dataplane.agent import Agent
+    from stockade.store.db import agent_token
+
+    token = agent_token(open_store(data_dir, database_url))
+    worker = Agent(
+        config.endpoint(server), token, host, netns=netns, resync_interval=resync_interval * 60
+    )
+    if uninstall:
+        worker.uninstall()
+        err.print(f"removed table inet stockade{' in ' + netns if netns else ''}")
+        return
+    err.print(f"agent for host [cyan]{host}[/cyan] following {config.endpoint(server)}")
+    try:
+        worker.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        worker.close()
+
+
+_AGENT_HINTS = {
+    "transport": "the agent cannot reach the control plane: is `stockade serve` running?",
+    "rejected": "the control plane refused the agent: check its token (`stockade agent-token`)",
+    "decode": "the control plane sent a record the agent cannot read: see the agent's log",
+    "kernel": "nft refused the table: see the agent's log; `nft list ruleset` on the host",
+}
+
+
+def agent_error_cell(report: dict) -> str:
+    """The "error" column of an agent in `stockade status`: the failure it is retrying
+    (kind, message, attempts in a row, next attempt), or the last one it recovered from."""
+    import time
+
+    error = report.get("error")
+    if error:
+        kind = report.get("error_kind") or "error"
+        cell = f"[red]{kind}[/red]: {escape(str(error)[:160])}"
+        hint = _AGENT_HINTS.get(kind)
+        if hint:
+            cell += f" [dim]({hint})[/dim]"
+        retries = report.get("retries")
+        if retries:
+            cell += f" ({retries} failed in a row"
+            retry_in = report.get("retry_in_s")
+            cell += f", retrying within {retry_in:.1f} s)" if retry_in is not None else ")"
+        return cell
+    last, at = report.get("last_error"), report.get("last_error_at")
+    if last and isinstance(at, int | float):
+        ago = max(time.time() - at, 0)
+        kind = report.get("last_error_kind") or "error"
+        return f"[dim]ok; last {kind} error {ago:.0f} s ago: {escape(str(last)[:160])}[/dim]"
+    return ""
+
+
+@app.command()
+def status(
+    server: Server = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Whether the sandbox is up, its hosts, instances and each agent's applied revision."""
+    data, running = locate(data_dir)
+    sandbox = _sandbox_state(data, running)
+    out = Console()
+    if not as_json:
+        out.print(sandbox["text"])
+    with control_plane(server, str(data), database_url) as client:
+        data_ = get_json(client, "/_stockade/v1/status")
+        names = {g["id"]: g["name"] for g in get_json(client, "/_stockade/v1/state")["groups"]}
+    now_agents = data_["agents"]
+    for a in now_agents:
+        a["stale"] = _agent_stale(a)
+    if as_json:
+        data_["sandbox"] = {k: v for k, v in sandbox.items() if k != "text"}
+        data_["group_names"] = names
+        print(json.dumps(data_, indent=2))
+        return
+    out.print(f"control plane revision [bold]{data_['revision']}[/bold]")
+    agents = Table(
+        "host", "applied revision", "lag", "interfaces", "last sync ms", "last report", "error"
+    )
+    for a in now_agents:
+        age = a.get("age_seconds")
+        agents.add_row(
+            a["host"],
+            str(a.get("revision")),
+            str(a["lag"]),
+            str(a.get("interfaces", "")),
+            str(a.get("last_sync_ms", "")),
+            ("[red]" if a["stale"] else "") + (f"{age:.0f} s ago" if age is not None else "?"),
+            agent_error_cell(a),
+        )
+    out.print(agents)
+    for a in now_agents:
+        if a["stale"]:
+            err.print(
+                f"[yellow]warning:[/yellow] the agent of {a['host']} has not reported for "
+                f"{a['age_seconds']:.0f} s (it polls every {_poll_seconds(a):.0f} s): is it "
+                f"stuck? See `stockade logs {a['host']}`"
+            )
+    inst = Table("instance", "host", "private ip", "public ip", "groups")
+    for i in data_["interfaces"]:
+        inst.add_row(
+            i["instance_id"],
+            i["host"],
+            ", ".join(i["private_ipv4"]),
+            i.get("public_ipv4") or "",
+            ", ".join(f"{g} ({names[g]})" if g in names else g for g in i["group_ids"]),
+        )
+    out.print(inst)
+
+
+def _poll_seconds(agent: dict) -> float:
+    poll = agent.get("poll_seconds")
+    return 20.0 if poll is None else float(poll)
+
+
+def _agent_stale(agent: dict) -> bool:
+    """An agent reports after every poll; silent for longer than its poll (and a grace of
+    a second and a quarter of the poll, for the report itself), it is stuck or gone."""
+    age = agent.get("age_seconds")
+    poll = _poll_seconds(agent)
+    return age is not None and float(age) > poll * 1.25 + 1.0
+
+
+def _sandbox_state(data: Path, running) -> dict:
+    """Is the sandbox up? From the runtime record and its lock (a live `stockade up`)."""
+    from stockade.sandbox import runtime
+
+    if running is not None:
+        flags = running.flags()
+        return {
+            "up": True,
+            "state": running.state,
+            "prefix": running.prefix,
+            "pid": running.pid,
+            "data_dir": running.data_dir,
+            "port": running.port,
+            "hosts": running.hosts,
+            "text": (
+                f"sandbox [bold green]{running.state}[/bold green] (prefix {running.prefix}, "
+                f"{running.describe()}, {running.hosts} host{'' if running.hosts == 1 else 's'}); "
+                f"{running.down_hint()} stops it"
+                + (f" [dim](other commands: {flags})[/dim]" if flags else "")
+            ),
+        }
+    stale = data_dir_record(data)
+    prefix = stale.get("prefix", runtime.DEFAULT_PREFIX)
+    text = f"sandbox [bold red]not running[/bold red] for {data}"
+    if stale:
+        text += f" (its record says pid {stale.get('pid')}, which holds no sandbox lock)"
+    flag = "" if data == default_data() else f" --data-dir {shlex.quote(str(data))}"
+    text += f"; `sudo stockade up{flag}` starts it"
+    return {"up": False, "prefix": prefix, "data_dir": str(data), "text": text}
