@@ -70,7 +70,10 @@ def _error(err: ApiError) -> Response:
     status = err.status
     if err.code.endswith(".NotFound"):
         status = 404
-    return JSONResponse({"error": err.code, "message": err.message}, status)
+    # a refused body is left unread: the connection cannot carry another request, so close it
+    # (otherwise the client waits for the rest of its upload to be taken, or times out)
+    headers = {"Connection": "close"} if status == 413 else None
+    return JSONResponse({"error": err.code, "message": err.message}, status, headers=headers)
 
 
 async def claim(request: Request) -> Response:
