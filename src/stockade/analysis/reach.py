@@ -1,0 +1,307 @@
+"""Who can reach whom: for every pair of interfaces, and from and to outside addresses,
+the protocols and ports the security groups allow (the source's egress met with the
+destination's ingress, exactly as `policy.evaluate` decides each flow).
+
+Computed by equivalence classes, not pair by pair. Two interfaces answer alike, as either
+end of a flow, when they are in the same groups and inside the same set of the CIDRs the
+rules name (a group reference matches members, a CIDR rule matches the addresses inside
+it; nothing else about an address matters). CIDRs that hold every interface's address
+(0.0.0.0/0, the VPC's block) split nothing and are set aside as "universal": what they
+admit is one set per class, shared by every pair. So the work is
+
+- one pass over the rules to find each class's universal egress and ingress;
+- one pass over the group references and narrow CIDRs to find the few class pairs that
+  get more than the universal part;
+- the meeting of the universal parts computed once per distinct (egress, ingress) pair of
+  sets, not once per class pair.
+
+Display classes refine these by subnet and by having a public address (which decides
+whether the internet can reach a class at all, through the edge's NAT).
+"""
+
+from __future__ import annotations
+
+import bisect
+import ipaddress
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from stockade.analysis.inventory import Inventory, bare
+from stockade.analysis.ports import NOTHING, Ports, of_rule, union
+from stockade.model import ICMP, ICMPV6, Interface, IPAddress, IPNetwork, Rule, State
+from stockade.policy import Flow
+
+
+@dataclass(frozen=True)
+class Klass:
+    """A display class: interfaces alike in groups, CIDR membership, subnet and public
+    address presence (``behaviour`` is the coarser class that decides traffic)."""
+
+    index: int
+    behaviour: int
+    group_ids: tuple[str, ...]
+    subnet: str
+    public: bool
+    members: tuple[Interface, ...]
+
+    @property
+    def instance_ids(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(i.instance_id for i in self.members))
+
+
+@dataclass(frozen=True)
+class Outside:
+    """What outside addresses in ``cidr`` may do to (ingress) or from (egress) a class:
+    the union of the rules whose CIDR holds all of ``cidr``."""
+
+    cidr: IPNetwork
+    ports: Ports
+
+
+def _applies(rule: Rule, version: int) -> bool:
+    if rule.proto == ICMP and version != 4 or rule.proto == ICMPV6 and version != 6:
+        return False  # icmp matches IPv4 flows only, icmpv6 IPv6 only
+    return rule.cidr is None or rule.cidr.version == version
+
+
+@dataclass
+class Reach:
+    """The answer for one IP version. Use `between`, `flow_allowed`, `edges`, `outside_*`."""
+
+    inventory: Inventory
+    version: int
+    classes: list[Klass]
+    class_of: dict[str, int]  # interface id -> display class index
+    _uni_e: list[Ports]  # per behaviour class
+    _uni_i: list[Ports]
+    _spec: dict[tuple[int, int], Ports]  # behaviour pairs with more than the universal part
+    _met: dict[tuple[Ports, Ports], Ports] = field(default_factory=dict)
+
+    # -- class level ---------------------------------------------------------------------
+
+    def behaviour_between(self, src: int, dst: int) -> Ports:
+        found = self._spec.get((src, dst))
+        if found is not None:
+            return found
+        key = (self._uni_e[src], self._uni_i[dst])
+        met = self._met.get(key)
+        if met is None:
+            met = self._met[key] = key[0] & key[1]
+        return met
+
+    def class_between(self, src: Klass, dst: Klass) -> Ports:
+        return self.behaviour_between(src.behaviour, dst.behaviour)
+
+    def between(self, src: str, dst: str) -> Ports:
+        """What interface ``src`` may open to interface ``dst``'s private address."""
+        if src == dst:
+            return NOTHING  # local traffic is not the groups' business
+        a = self.classes[self.class_of[src]]
+        b = self.classes[self.class_of[dst]]
+        return self.class_between(a, b)
+
+    def edges(self) -> Iterator[tuple[Klass, Klass, Ports]]:
+        """Every (source class, destination class, allowed) with something allowed between
+        distinct interfaces (a class of one interface has no edge to itself)."""
+        for a in self.classes:
+            for b in self.classes:
+                if a is b and len(a.members) < 2:
+                    continue
+                ports = self.class_between(a, b)
+                if ports:
+                    yield a, b, ports
+
+    # -- outside addresses ---------------------------------------------------------------
+
+    def _outside(self, klass: Klass, egress: bool) -> list[Outside]:
+        rules = [
+            r
+            for g in klass.group_ids
+            for r in self._rules(g, egress)
+            if r.cidr is not None and _applies(r, self.version)
+        ]
+        cidrs = sorted({r.cidr for r in rules}, key=lambda c: (c.prefixlen, c))  # type: ignore[union-attr]
+        out = []
+        for c in cidrs:
+            held = [of_rule(r) for r in rules if c.subnet_of(r.cidr)]  # type: ignore[arg-type]
+            out.append(Outside(c, union(held)))
+        return out
+
+    def from_outside(self, klass: Klass) -> list[Outside]:
+        """What outside sources may open to ``klass`` (through its public address, if it
+        has one: `Klass.public`), per source CIDR named by its ingress rules."""
+        return self._outside(klass, egress=False)
+
+    def to_outside(self, klass: Klass) -> list[Outside]:
+        """What ``klass`` may open to outside destinations, per CIDR of its egress rules."""
+        return self._outside(klass, egress=True)
+
+    def from_address(self, address: IPAddress, dst: str) -> Ports:
+        """What outside ``address`` may open to interface ``dst``."""
+        klass = self.classes[self.class_of[dst]]
+        return union(
+            of_rule(r)
+            for g in klass.group_ids
+            for r in self._rules(g, False)
+            if r.cidr is not None and _applies(r, self.version) and address in r.cidr
+        )
+
+    def to_address(self, src: str, address: IPAddress) -> Ports:
+        """What interface ``src`` may open to outside ``address``."""
+        klass = self.classes[self.class_of[src]]
+        return union(
+            of_rule(r)
+            for g in klass.group_ids
+            for r in self._rules(g, True)
+            if r.cidr is not None and _applies(r, self.version) and address in r.cidr
+        )
+
+    def _rules(self, group_id: str, egress: bool) -> tuple[Rule, ...]:
+        group = self.inventory.state.groups.get(group_id)
+        if group is None:
+            return ()
+        return group.egress if egress else group.ingress
+
+    # -- one flow ------------------------------------------------------------------------
+
+    def flow_allowed(self, flow: Flow) -> bool:
+        """The answer for one flow between interfaces or an interface and an outside
+        address (what `policy.evaluate` says, read off the classes)."""
+        state = self.inventory.state
+        src = _end(state, flow.src)
+        dst = _end(state, flow.dst)
+        args = (flow.protocol, flow.port, flow.icmp_type, flow.icmp_code)
+        if isinstance(src, str) and isinstance(dst, str):
+            return src == dst or self.between(src, dst).allows(*args)
+        if isinstance(dst, str):
+            return self.from_address(src, dst).allows(*args)  # type: ignore[arg-type]
+        if isinstance(src, str):
+            return self.to_address(src, dst).allows(*args)
+        return True  # neither end is an instance: nothing checks it
+
+
+def _end(state: State, value: str | IPAddress) -> str | IPAddress:
+    if isinstance(value, str) and value in state.interfaces:
+        return value
+    addr = value if not isinstance(value, str) else ipaddress.ip_address(value)
+    iface = state.interface_by_address(addr)
+    return iface.id if iface is not None else addr
+
+
+def compute(source: Inventory | State, version: int = 4) -> Reach:
+    """Who reaches whom over IP ``version`` (interfaces without such an address sit out)."""
+    inv = source if isinstance(source, Inventory) else bare(source)
+    state = inv.state
+    ifaces = [i for i in state.interfaces.values() if i.address(version) is not None]
+    if not ifaces:
+        return Reach(inv, version, [], {}, [], [], {})
+    addr_int = {i.id: int(i.address(version)) for i in ifaces}  # type: ignore[arg-type]
+    low, high = min(addr_int.values()), max(addr_int.values())
+
+    # the CIDRs the rules name, split into universal (hold every address) and narrow
+    rule_ports: dict[Rule, Ports] = {}
+    narrow: dict[IPNetwork, int] = {}
+    for group in state.groups.values():
+        for rule in group.rules:
+            if not _applies(rule, version):
+                continue
+            rule_ports[rule] = of_rule(rule)
+            c = rule.cidr
+            if c is not None and not (int(c[0]) <= low and high <= int(c[-1])):
+                narrow.setdefault(c, len(narrow))
+
+    # the narrow CIDRs each interface is in (bisect over the sorted addresses)
+    order = sorted(ifaces, key=lambda i: addr_int[i.id])
+    keys = [addr_int[i.id] for i in order]
+    inside: dict[str, list[int]] = {}
+    for c, n in narrow.items():
+        lo = bisect.bisect_left(keys, int(c[0]))
+        hi = bisect.bisect_right(keys, int(c[-1]))
+        for i in order[lo:hi]:
+            inside.setdefault(i.id, []).append(n)
+
+    # behaviour classes, then display classes
+    bkey: dict[tuple, int] = {}
+    bgroups: list[tuple[str, ...]] = []
+    binside: list[tuple[int, ...]] = []
+    dkey: dict[tuple, list[Interface]] = {}
+    dbeh: dict[tuple, int] = {}
+    for iface in ifaces:
+        groups = tuple(sorted(set(iface.group_ids)))
+        sig = tuple(inside.get(iface.id, ()))
+        k = (groups, sig)
+        b = bkey.get(k)
+        if b is None:
+            b = bkey[k] = len(bgroups)
+            bgroups.append(groups)
+            binside.append(sig)
+        dk = (b, inv.subnet_of.get(iface.id, ""), iface.id in inv.public_ip)
+        dkey.setdefault(dk, []).append(iface)
+        dbeh[dk] = b
+    classes = []
+    class_of: dict[str, int] = {}
+    for n, ((b, subnet, public), members) in enumerate(
+        sorted(dkey.items(), key=lambda kv: (bgroups[kv[0][0]], kv[0][1], kv[0][2]))
+    ):
+        classes.append(Klass(n, b, bgroups[b], subnet, public, tuple(members)))
+        for m in members:
+            class_of[m.id] = n
+
+    # which behaviour classes each group and each narrow CIDR holds
+    by_group: dict[str, list[int]] = {}
+    by_cidr: dict[int, list[int]] = {}
+    for b, groups in enumerate(bgroups):
+        for g in groups:
+            by_group.setdefault(g, []).append(b)
+        for n in binside[b]:
+            by_cidr.setdefault(n, []).append(b)
+
+    def sides(b: int, egress: bool) -> tuple[Ports, dict[int, list[Ports]]]:
+        universal: list[Ports] = []
+        specific: dict[int, list[Ports]] = {}
+        for g in bgroups[b]:
+            group = state.groups.get(g)
+            if group is None:
+                continue
+            for rule in group.egress if egress else group.ingress:
+                ports = rule_ports.get(rule)
+                if ports is None:
+                    continue
+                if rule.ref_group_id is not None:
+                    peers = by_group.get(rule.ref_group_id, ())
+                else:
+                    n = narrow.get(rule.cidr)  # type: ignore[arg-type]
+                    if n is None:
+                        universal.append(ports)
+                        continue
+                    peers = by_cidr.get(n, ())
+                for p in peers:
+                    specific.setdefault(p, []).append(ports)
+        return union(universal), specific
+
+    uni_e, uni_i, spec_e, spec_i = [], [], [], []
+    for b in range(len(bgroups)):
+        u, s = sides(b, True)
+        uni_e.append(u)
+        spec_e.append(s)
+        u, s = sides(b, False)
+        uni_i.append(u)
+        spec_i.append(s)
+
+    spec: dict[tuple[int, int], Ports] = {}
+    pairs = {(s, d) for s in range(len(bgroups)) for d in spec_e[s]}
+    pairs.update((s, d) for d in range(len(bgroups)) for s in spec_i[d])
+    for s, d in pairs:
+        e = union([uni_e[s], *spec_e[s].get(d, ())])
+        i = union([uni_i[d], *spec_i[d].get(s, ())])
+        spec[(s, d)] = e & i
+    return Reach(inv, version, classes, class_of, uni_e, uni_i, spec)
+
+
+def versions(inv: Inventory) -> list[int]:
+    """The IP versions some interface has an address of (4 first)."""
+    found = []
+    for v in (4, 6):
+        if any(i.address(v) is not None for i in inv.state.interfaces.values()):
+            found.append(v)
+    return found or [4]
