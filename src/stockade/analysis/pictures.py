@@ -22,7 +22,9 @@ class PictureError(RuntimeError):
 
 
 def _q(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A DOT string literal; newlines in ``text`` become line breaks."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + escaped.replace("\n", "\\n") + '"'
 
 
 def _members(reach: Reach, klass: Klass, limit: int = 4) -> str:
@@ -30,7 +32,7 @@ def _members(reach: Reach, klass: Klass, limit: int = 4) -> str:
     shown = ids[:limit]
     if len(ids) > limit:
         shown.append(f"(+{len(ids) - limit} more)")
-    return "\\n".join(shown)
+    return "\n".join(shown)
 
 
 def class_label(reach: Reach, klass: Klass) -> str:
@@ -45,15 +47,15 @@ def class_label(reach: Reach, klass: Klass) -> str:
 def reach_dot(reach: Reach, title: str = "who can reach whom") -> str:
     lines = [
         "digraph reach {",
-        f"  label={_q(title)}; labelloc=t; rankdir=LR; fontname=Helvetica;",
+        f"  label={_q(title)}; labelloc=t; rankdir=TB; fontname=Helvetica;",
         '  node [shape=box, style="rounded,filled", fillcolor="#eef4fb", fontname=Helvetica];',
         "  edge [fontname=Helvetica, fontsize=10];",
     ]
     used_internet = False
     for k in reach.classes:
-        text = class_label(reach, k) + "\\n" + _members(reach, k)
+        text = class_label(reach, k) + "\n" + _members(reach, k)
         if k.subnet:
-            text += f"\\n{k.subnet}"
+            text += f"\n{k.subnet}"
         lines.append(f"  c{k.index} [label={_q(text)}];")
     for k in reach.classes:
         if not k.public:
@@ -61,7 +63,7 @@ def reach_dot(reach: Reach, title: str = "who can reach whom") -> str:
         for o in reach.from_outside(k):
             if o.ports:
                 used_internet = True
-                label = o.ports.describe() + ("" if o.cidr.prefixlen == 0 else f"\\nfrom {o.cidr}")
+                label = o.ports.describe() + ("" if o.cidr.prefixlen == 0 else f"\nfrom {o.cidr}")
                 lines.append(f"  {INTERNET} -> c{k.index} [label={_q(label)}, color=red];")
     for a, b, ports in reach.edges():
         lines.append(f"  c{a.index} -> c{b.index} [label={_q(ports.describe())}];")
@@ -76,16 +78,16 @@ def blast_dot(reach: Reach, result: Blast) -> str:
     lines = [
         "digraph blast {",
         f"  label={_q(f'blast radius of {inv.instance_label(result.start)}')}; labelloc=t;",
-        "  rankdir=LR; fontname=Helvetica;",
+        "  rankdir=TB; fontname=Helvetica;",
         '  node [shape=box, style="rounded,filled", fillcolor="#eef4fb", fontname=Helvetica];',
         "  edge [fontname=Helvetica, fontsize=10];",
-        f"  n0 [label={_q(inv.instance_label(result.start) + chr(92) + 'nstart')}, "
+        f"  n0 [label={_q(inv.instance_label(result.start) + chr(10) + 'start')}, "
         'fillcolor="#fde2e2"];',
     ]
     node = {result.start: "n0"}
     for n, hop in enumerate(result.reached, 1):
         node[hop.instance_id] = f"n{n}"
-        text = f"{inv.instance_label(hop.instance_id)}\\nhop {hop.hops}"
+        text = f"{inv.instance_label(hop.instance_id)}\nhop {hop.hops}"
         lines.append(f"  n{n} [label={_q(text)}];")
     for hop in result.reached:
         prev = hop.path[-2]

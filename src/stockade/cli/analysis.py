@@ -248,7 +248,7 @@ def audit(
             colours = {"critical": "bold red", "high": "red", "medium": "yellow"}
             table = Table(title=f"{len(findings)} findings", show_lines=True)
             for col in ("severity", "group", "finding", "fix", "CIS / Prowler"):
-                table.add_column(col)
+                table.add_column(col, overflow="fold")
             for f in findings:
                 refs = [f"CIS {c}" for c in f.cis] + list(f.prowler)
                 colour = colours.get(f.severity, "")
