@@ -76,6 +76,14 @@ def test_reach_agrees_with_evaluate_on_sampled_flows(data):
         except ValueError:
             continue
         assert result.flow_allowed(flow) == want, (flow, evaluate(state, flow).why)
+    # the row-by-row listing of every class pair says what the pair-by-pair answer says
+    brute = {
+        (a.index, b.index, p)
+        for a in result.classes
+        for b in result.classes
+        if (p := result.class_between(a, b)) and not (a is b and len(a.members) < 2)
+    }
+    assert {(a.index, b.index, p) for a, b, p in result.edges()} == brute
 
 
 def test_classes_group_alike_interfaces():

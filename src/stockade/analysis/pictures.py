@@ -65,7 +65,7 @@ def reach_dot(reach: Reach, title: str = "who can reach whom") -> str:
                 used_internet = True
                 label = o.ports.describe() + ("" if o.cidr.prefixlen == 0 else f"\nfrom {o.cidr}")
                 lines.append(f"  {INTERNET} -> c{k.index} [label={_q(label)}, color=red];")
-    for a, b, ports in reach.edges():
+    for a, b, ports in sorted(reach.edges(), key=lambda e: (e[0].index, e[1].index)):
         lines.append(f"  c{a.index} -> c{b.index} [label={_q(ports.describe())}];")
     if used_internet:
         lines.insert(4, f'  {INTERNET} [label="internet", shape=ellipse, fillcolor="#fde2e2"];')

@@ -7,13 +7,16 @@ end of a flow, when they are in the same groups and inside the same set of the C
 rules name (a group reference matches members, a CIDR rule matches the addresses inside
 it; nothing else about an address matters). CIDRs that hold every interface's address
 (0.0.0.0/0, the VPC's block) split nothing and are set aside as "universal": what they
-admit is one set per class, shared by every pair. So the work is
+admit is one set per class, shared by every peer. So `compute` makes one pass over the
+rules and the addresses, and gives each class
 
-- one pass over the rules to find each class's universal egress and ingress;
-- one pass over the group references and narrow CIDRs to find the few class pairs that
-  get more than the universal part;
-- the meeting of the universal parts computed once per distinct (egress, ingress) pair of
-  sets, not once per class pair.
+- its universal egress and ingress (one port set each);
+- its egress and ingress per selector (a group it references, a narrow CIDR it names);
+- the selectors it matches as a peer (its groups, the narrow CIDRs it is inside);
+
+and a pair of classes is answered from these in a few set operations: egress = universal
+plus the selectors the destination matches, ingress likewise, the two met (memoised per
+distinct pair of sets, so the common case of identical sides costs one lookup).
 
 Display classes refine these by subnet and by having a public address (which decides
 whether the internet can reach a class at all, through the edge's NAT).
@@ -72,22 +75,44 @@ class Reach:
     version: int
     classes: list[Klass]
     class_of: dict[str, int]  # interface id -> display class index
-    _uni_e: list[Ports]  # per behaviour class
+    # per behaviour class: what its egress/ingress admits from/to every peer ("universal"),
+    # what it admits per selector (a group it references, a narrow CIDR), and the
+    # selectors it matches as a peer (its groups, the narrow CIDRs it is inside)
+    _uni_e: list[Ports]
     _uni_i: list[Ports]
-    _spec: dict[tuple[int, int], Ports]  # behaviour pairs with more than the universal part
+    _sel_e: list[dict[object, Ports]]
+    _sel_i: list[dict[object, Ports]]
+    _atoms: list[frozenset[object]]
     _met: dict[tuple[Ports, Ports], Ports] = field(default_factory=dict)
 
     # -- class level ---------------------------------------------------------------------
 
     def behaviour_between(self, src: int, dst: int) -> Ports:
-        found = self._spec.get((src, dst))
-        if found is not None:
-            return found
-        key = (self._uni_e[src], self._uni_i[dst])
+        e = self._side(self._uni_e[src], self._sel_e[src], self._atoms[dst])
+        if not e:
+            return NOTHING
+        i = self._side(self._uni_i[dst], self._sel_i[dst], self._atoms[src])
+        if e.everything or not i:
+            return i
+        if i.everything:
+            return e
+        key = (e, i)
         met = self._met.get(key)
         if met is None:
-            met = self._met[key] = key[0] & key[1]
+            met = self._met[key] = e & i
         return met
+
+    @staticmethod
+    def _side(universal: Ports, selectors: dict[object, Ports], atoms: frozenset) -> Ports:
+        if not selectors or universal.everything:
+            return universal
+        if len(selectors) <= len(atoms):
+            extra = [p for a, p in selectors.items() if a in atoms]
+        else:
+            extra = [selectors[a] for a in atoms if a in selectors]
+        if not extra:
+            return universal
+        return union([universal, *extra])
 
     def class_between(self, src: Klass, dst: Klass) -> Ports:
         return self.behaviour_between(src.behaviour, dst.behaviour)
@@ -100,15 +125,67 @@ class Reach:
         b = self.classes[self.class_of[dst]]
         return self.class_between(a, b)
 
+    def behaviour_edges(self) -> Iterator[tuple[int, int, Ports]]:
+        """Every pair of behaviour classes with something allowed, row by row: for one
+        destination, the sources that match none of its (or their own) selectors share
+        one answer per distinct universal egress, so only the others are met one by one."""
+        count = len(self._uni_e)
+        by_atom: dict[object, list[int]] = {}
+        for b, atoms in enumerate(self._atoms):
+            for a in atoms:
+                by_atom.setdefault(a, []).append(b)
+        special_e: list[set[int]] = [set() for _ in range(count)]
+        for src in range(count):
+            for a in self._sel_e[src]:
+                for dst in by_atom.get(a, ()):
+                    special_e[dst].add(src)
+        by_uni: dict[Ports, list[int]] = {}
+        for src, ports in enumerate(self._uni_e):
+            by_uni.setdefault(ports, []).append(src)
+        met = self._met
+        for dst in range(count):
+            # the sources that match some of this destination's ingress selectors, and which
+            uni_i, sel_i = self._uni_i[dst], self._sel_i[dst]
+            matches: dict[int, list[object]] = {src: [] for src in special_e[dst]}
+            for a in sel_i:
+                for src in by_atom.get(a, ()):
+                    matches.setdefault(src, []).append(a)
+            for egress, sources in by_uni.items():
+                base = egress & uni_i
+                if base:
+                    for src in sources:
+                        if src not in matches:
+                            yield src, dst, base
+            ingress_of: dict[tuple[object, ...], Ports] = {}
+            dst_atoms = self._atoms[dst]
+            for src, found in matches.items():
+                key = tuple(found)
+                ingress = ingress_of.get(key)
+                if ingress is None:
+                    ingress = ingress_of[key] = union([uni_i, *(sel_i[a] for a in found)])
+                if not ingress:
+                    continue
+                egress = self._uni_e[src]
+                if src in special_e[dst]:
+                    egress = self._side(egress, self._sel_e[src], dst_atoms)
+                pair = (egress, ingress)
+                ports = met.get(pair)
+                if ports is None:
+                    ports = met[pair] = egress & ingress
+                if ports:
+                    yield src, dst, ports
+
     def edges(self) -> Iterator[tuple[Klass, Klass, Ports]]:
         """Every (source class, destination class, allowed) with something allowed between
         distinct interfaces (a class of one interface has no edge to itself)."""
-        for a in self.classes:
-            for b in self.classes:
-                if a is b and len(a.members) < 2:
-                    continue
-                ports = self.class_between(a, b)
-                if ports:
+        shown: dict[int, list[Klass]] = {}
+        for k in self.classes:
+            shown.setdefault(k.behaviour, []).append(k)
+        for src, dst, ports in self.behaviour_edges():
+            for a in shown[src]:
+                for b in shown[dst]:
+                    if a is b and len(a.members) < 2:
+                        continue
                     yield a, b, ports
 
     # -- outside addresses ---------------------------------------------------------------
@@ -194,7 +271,7 @@ def compute(source: Inventory | State, version: int = 4) -> Reach:
     state = inv.state
     ifaces = [i for i in state.interfaces.values() if i.address(version) is not None]
     if not ifaces:
-        return Reach(inv, version, [], {}, [], [], {})
+        return Reach(inv, version, [], {}, [], [], [], [], [])
     addr_int = {i.id: int(i.address(version)) for i in ifaces}  # type: ignore[arg-type]
     low, high = min(addr_int.values()), max(addr_int.values())
 
@@ -247,18 +324,10 @@ def compute(source: Inventory | State, version: int = 4) -> Reach:
         for m in members:
             class_of[m.id] = n
 
-    # which behaviour classes each group and each narrow CIDR holds
-    by_group: dict[str, list[int]] = {}
-    by_cidr: dict[int, list[int]] = {}
-    for b, groups in enumerate(bgroups):
-        for g in groups:
-            by_group.setdefault(g, []).append(b)
-        for n in binside[b]:
-            by_cidr.setdefault(n, []).append(b)
-
-    def sides(b: int, egress: bool) -> tuple[Ports, dict[int, list[Ports]]]:
+    # per behaviour class: universal parts, parts per selector, and the selectors it matches
+    def sides(b: int, egress: bool) -> tuple[Ports, dict[object, Ports]]:
         universal: list[Ports] = []
-        specific: dict[int, list[Ports]] = {}
+        selectors: dict[object, list[Ports]] = {}
         for g in bgroups[b]:
             group = state.groups.get(g)
             if group is None:
@@ -268,34 +337,25 @@ def compute(source: Inventory | State, version: int = 4) -> Reach:
                 if ports is None:
                     continue
                 if rule.ref_group_id is not None:
-                    peers = by_group.get(rule.ref_group_id, ())
+                    selectors.setdefault(("g", rule.ref_group_id), []).append(ports)
+                    continue
+                n = narrow.get(rule.cidr)  # type: ignore[arg-type]
+                if n is None:
+                    universal.append(ports)
                 else:
-                    n = narrow.get(rule.cidr)  # type: ignore[arg-type]
-                    if n is None:
-                        universal.append(ports)
-                        continue
-                    peers = by_cidr.get(n, ())
-                for p in peers:
-                    specific.setdefault(p, []).append(ports)
-        return union(universal), specific
+                    selectors.setdefault(("c", n), []).append(ports)
+        return union(universal), {k: union(v) for k, v in selectors.items()}
 
-    uni_e, uni_i, spec_e, spec_i = [], [], [], []
+    uni_e, uni_i, sel_e, sel_i, atoms = [], [], [], [], []
     for b in range(len(bgroups)):
-        u, s = sides(b, True)
+        u, sel = sides(b, True)
         uni_e.append(u)
-        spec_e.append(s)
-        u, s = sides(b, False)
+        sel_e.append(sel)
+        u, sel = sides(b, False)
         uni_i.append(u)
-        spec_i.append(s)
-
-    spec: dict[tuple[int, int], Ports] = {}
-    pairs = {(s, d) for s in range(len(bgroups)) for d in spec_e[s]}
-    pairs.update((s, d) for d in range(len(bgroups)) for s in spec_i[d])
-    for s, d in pairs:
-        e = union([uni_e[s], *spec_e[s].get(d, ())])
-        i = union([uni_i[d], *spec_i[d].get(s, ())])
-        spec[(s, d)] = e & i
-    return Reach(inv, version, classes, class_of, uni_e, uni_i, spec)
+        sel_i.append(sel)
+        atoms.append(frozenset([*(("g", g) for g in bgroups[b]), *(("c", n) for n in binside[b])]))
+    return Reach(inv, version, classes, class_of, uni_e, uni_i, sel_e, sel_i, atoms)
 
 
 def versions(inv: Inventory) -> list[int]:

@@ -138,7 +138,7 @@ def reach_json(reaches: list[Reach]) -> dict[str, Any]:
         ]
         edges = [
             {"from": a.index, "to": b.index, "allowed": p.describe(), "ports": p.to_json()}
-            for a, b, p in r.edges()
+            for a, b, p in sorted(r.edges(), key=lambda e: (e[0].index, e[1].index))
         ]
         internet = [
             {
@@ -196,7 +196,7 @@ def reach(
                     if o.ports:
                         src = "internet" if o.cidr.prefixlen == 0 else f"outside {o.cidr}"
                         table.add_row(src, _who(r, k), o.ports.describe())
-        for a, b, ports in r.edges():
+        for a, b, ports in sorted(r.edges(), key=lambda e: (e[0].index, e[1].index)):
             table.add_row(_who(r, a), _who(r, b), ports.describe())
         if not table.rows:
             console.print(f"IPv{r.version}: no instance can reach another (or be reached)")
