@@ -112,6 +112,16 @@ def _picture(dot: str, fmt: str, output: str | None) -> None:
     _write(data if fmt == "png" else data.decode(), output)
 
 
+def _console(output: str | None, width: int = 140):
+    """A rich console on ``output`` (a file) or stdout: the terminal's width on a terminal,
+    ``width`` columns when piped or written to a file."""
+    from rich.console import Console
+
+    if output:
+        return Console(file=open(output, "w"), width=width)  # noqa: SIM115
+    return Console(width=None if sys.stdout.isatty() else width)
+
+
 def _who(reach: Reach, k: Any, limit: int = 6) -> str:
     from stockade.analysis.pictures import class_label
 
@@ -181,10 +191,9 @@ def reach(
     if fmt == PictureFormat.json:
         _write(json.dumps(reach_json(results), indent=2) + "\n", output)
         return
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console(file=open(output, "w") if output else None, width=140)  # noqa: SIM115
+    console = _console(output)
     for r in results:
         table = Table(title=f"who can reach whom (IPv{r.version})", show_lines=True)
         table.add_column("from")
@@ -238,10 +247,9 @@ def audit(
     elif fmt == AuditFormat.json:
         _write(json.dumps([f.to_json() for f in findings], indent=2) + "\n", output)
     else:
-        from rich.console import Console
         from rich.table import Table
 
-        console = Console(file=open(output, "w") if output else None, width=160)  # noqa: SIM115
+        console = _console(output, 160)
         if not findings:
             console.print("no findings: nothing exposed, nothing unused")
         else:
@@ -309,10 +317,9 @@ def blast(
         }
         _write(json.dumps(data, indent=2) + "\n", output)
         return
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console(file=open(output, "w") if output else None, width=140)  # noqa: SIM115
+    console = _console(output)
     if not result.reached:
         console.print(f"{inv.instance_label(start)} reaches no other instance")
     else:
