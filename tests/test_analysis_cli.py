@@ -167,9 +167,13 @@ def test_reach_cli_json_and_table_for_albert(albert: Layout):
     assert "outside 192.168.1.130/32" in table and "tcp 22" in table and "albert" in table
 
 
-def test_reach_vpc_filter_of_an_unknown_vpc_shows_nobody(albert: Layout):
-    out = albert.cli("reach", "--vpc", "vpc-00000000000000000").stdout.decode()
-    assert "no instance can reach another" in out
+def test_reach_vpc_filter(albert: Layout):
+    bad = albert.cli("reach", "--vpc", "vpc-00000000000000000", check=2)
+    assert "describe-vpcs" in bad.stderr.decode()
+    (vpc,) = albert.ec2.describe_vpcs()["Vpcs"]
+    data = json.loads(albert.cli("reach", "--vpc", vpc["VpcId"], "--format", "json").stdout)
+    (klass,) = data["versions"][0]["classes"]
+    assert klass["instances"] == albert.instances["albert"]
 
 
 # -- blast ---------------------------------------------------------------------------

@@ -53,7 +53,7 @@ Region = Annotated[str | None, typer.Option(help="Region (default: AWS_DEFAULT_R
 Output = Annotated[str | None, typer.Option("-o", "--output", help="Write to this file.")]
 
 
-def _inventory(endpoint: str | None, region: str | None) -> Inventory:
+def _inventory(endpoint: str | None, region: str | None, vpc: str | None = None) -> Inventory:
     import botocore.session
     from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
@@ -64,7 +64,16 @@ def _inventory(endpoint: str | None, region: str | None) -> Inventory:
     url = endpoint or os.environ.get("AWS_ENDPOINT_URL_EC2") or os.environ.get("EC2_URL")
     try:
         client = session.create_client("ec2", region_name=region, endpoint_url=url or None)
-        return fetch(client)
+        if vpc:
+            try:
+                client.describe_vpcs(VpcIds=[vpc])
+            except ClientError as exc:
+                fail(
+                    f"{vpc} is not a VPC of this account in {region} "
+                    f"({exc.response.get('Error', {}).get('Code')}); list them with "
+                    "`aws ec2 describe-vpcs`"
+                )
+        return fetch(client).in_vpc(vpc)
     except NoCredentialsError:
         fail(
             "no AWS credentials: run `eval $(stockade env)` for the local account's "
@@ -181,7 +190,7 @@ def reach(
     """Who can reach whom: every pair of instances, and from the internet, with ports."""
     from stockade.analysis import reach as reaching
 
-    inv = _inventory(endpoint_url, region).in_vpc(vpc)
+    inv = _inventory(endpoint_url, region, vpc)
     results = [reaching.compute(inv, v) for v in reaching.versions(inv)]
     if fmt in (PictureFormat.dot, PictureFormat.svg, PictureFormat.png):
         from stockade.analysis.pictures import reach_dot
