@@ -67,6 +67,18 @@ def _applies(rule: Rule, version: int) -> bool:
     return rule.cidr is None or rule.cidr.version == version
 
 
+def cidrs_of(state: State, rule: Rule, version: int) -> tuple[IPNetwork, ...] | None:
+    """The address blocks of IP ``version`` a rule's peer stands for: its CIDR, or the
+    CIDRs of its managed prefix list (an unknown list: none); None for a group peer."""
+    if rule.cidr is not None:
+        return (rule.cidr,) if rule.cidr.version == version else ()
+    plist_id = getattr(rule, "prefix_list_id", None)
+    if plist_id is not None:
+        plist = getattr(state, "prefix_lists", {}).get(plist_id)
+        return () if plist is None else tuple(plist.of_version(version))
+    return None
+
+
 @dataclass
 class Reach:
     """The answer for one IP version. Use `between`, `flow_allowed`, `edges`, `outside_*`."""
@@ -190,17 +202,22 @@ class Reach:
 
     # -- outside addresses ---------------------------------------------------------------
 
+    def _blocks(self, klass: Klass, egress: bool) -> list[tuple[IPNetwork, Rule]]:
+        """(address block, rule) for every CIDR-like peer of the class's rules."""
+        state = self.inventory.state
+        out = []
+        for g in klass.group_ids:
+            for r in self._rules(g, egress):
+                if _applies(r, self.version):
+                    out.extend((c, r) for c in cidrs_of(state, r, self.version) or ())
+        return out
+
     def _outside(self, klass: Klass, egress: bool) -> list[Outside]:
-        rules = [
-            r
-            for g in klass.group_ids
-            for r in self._rules(g, egress)
-            if r.cidr is not None and _applies(r, self.version)
-        ]
-        cidrs = sorted({r.cidr for r in rules}, key=lambda c: (c.prefixlen, c))  # type: ignore[union-attr]
+        blocks = self._blocks(klass, egress)
+        cidrs = sorted({c for c, _ in blocks}, key=lambda c: (c.prefixlen, c))
         out = []
         for c in cidrs:
-            held = [of_rule(r) for r in rules if c.subnet_of(r.cidr)]  # type: ignore[arg-type]
+            held = [of_rule(r) for b, r in blocks if c.subnet_of(b)]  # type: ignore[arg-type]
             out.append(Outside(c, union(held)))
         return out
 
@@ -216,22 +233,12 @@ class Reach:
     def from_address(self, address: IPAddress, dst: str) -> Ports:
         """What outside ``address`` may open to interface ``dst``."""
         klass = self.classes[self.class_of[dst]]
-        return union(
-            of_rule(r)
-            for g in klass.group_ids
-            for r in self._rules(g, False)
-            if r.cidr is not None and _applies(r, self.version) and address in r.cidr
-        )
+        return union(of_rule(r) for c, r in self._blocks(klass, False) if address in c)
 
     def to_address(self, src: str, address: IPAddress) -> Ports:
         """What interface ``src`` may open to outside ``address``."""
         klass = self.classes[self.class_of[src]]
-        return union(
-            of_rule(r)
-            for g in klass.group_ids
-            for r in self._rules(g, True)
-            if r.cidr is not None and _applies(r, self.version) and address in r.cidr
-        )
+        return union(of_rule(r) for c, r in self._blocks(klass, True) if address in c)
 
     def _rules(self, group_id: str, egress: bool) -> tuple[Rule, ...]:
         group = self.inventory.state.groups.get(group_id)
@@ -277,15 +284,17 @@ def compute(source: Inventory | State, version: int = 4) -> Reach:
 
     # the CIDRs the rules name, split into universal (hold every address) and narrow
     rule_ports: dict[Rule, Ports] = {}
+    rule_blocks: dict[Rule, tuple[IPNetwork, ...] | None] = {}
     narrow: dict[IPNetwork, int] = {}
     for group in state.groups.values():
         for rule in group.rules:
             if not _applies(rule, version):
                 continue
             rule_ports[rule] = of_rule(rule)
-            c = rule.cidr
-            if c is not None and not (int(c[0]) <= low and high <= int(c[-1])):
-                narrow.setdefault(c, len(narrow))
+            blocks = rule_blocks[rule] = cidrs_of(state, rule, version)
+            for c in blocks or ():
+                if not (int(c[0]) <= low and high <= int(c[-1])):
+                    narrow.setdefault(c, len(narrow))
 
     # the narrow CIDRs each interface is in (bisect over the sorted addresses)
     order = sorted(ifaces, key=lambda i: addr_int[i.id])
@@ -336,14 +345,16 @@ def compute(source: Inventory | State, version: int = 4) -> Reach:
                 ports = rule_ports.get(rule)
                 if ports is None:
                     continue
-                if rule.ref_group_id is not None:
+                blocks = rule_blocks[rule]
+                if blocks is None:
                     selectors.setdefault(("g", rule.ref_group_id), []).append(ports)
                     continue
-                n = narrow.get(rule.cidr)  # type: ignore[arg-type]
-                if n is None:
-                    universal.append(ports)
-                else:
-                    selectors.setdefault(("c", n), []).append(ports)
+                for c in blocks:
+                    n = narrow.get(c)
+                    if n is None:
+                        universal.append(ports)
+                    else:
+                        selectors.setdefault(("c", n), []).append(ports)
         return union(universal), {k: union(v) for k, v in selectors.items()}
 
     uni_e, uni_i, sel_e, sel_i, atoms = [], [], [], [], []
