@@ -135,3 +135,34 @@ def test_outside_addresses_only_reach_public_classes_in_edges():
     addr = ipaddress.ip_address("192.168.1.130")
     assert result.from_address(addr, "eni-a").allows(6, 22)
     assert not result.from_address(ipaddress.ip_address("192.168.1.131"), "eni-a").allows(6, 22)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_reach_agrees_with_evaluate_on_prefix_list_peers(data):
+    import pytest
+
+    from stockade import model
+
+    if not hasattr(model, "PrefixList"):
+        pytest.skip("this tree's model has no managed prefix lists")
+    lists = [
+        model.PrefixList("pl-1", tuple(data.draw(st.lists(st.sampled_from(CIDRS), max_size=3)))),
+        model.PrefixList("pl-2", ("10.0.1.0/24", "8.8.8.0/24")),
+    ]
+    base = data.draw(states())
+    extra = []
+    for g in base.groups.values():
+        pl = data.draw(st.sampled_from(["pl-1", "pl-2", "pl-unknown"]))
+        port = data.draw(st.sampled_from([22, 80]))
+        extra.append(Rule(g.id, data.draw(st.booleans()), "tcp", port, port, prefix_list_id=pl))
+    groups = [Group(g.id, (*g.rules, r)) for g, r in zip(base.groups.values(), extra, strict=True)]
+    state = model.State.of(groups, base.interfaces.values(), lists)
+    result = reach.compute(state)
+    for _ in range(20):
+        flow = data.draw(flows(state))
+        try:
+            want = evaluate(state, flow).allowed
+        except ValueError:
+            continue
+        assert result.flow_allowed(flow) == want, (flow, evaluate(state, flow).why)
