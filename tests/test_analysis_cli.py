@@ -229,7 +229,10 @@ def test_audit_finds_nothing_on_clean_layouts(mary: Layout, bastion: Layout):
     for lay in (mary, bastion):
         findings = audit(lay.inventory())
         assert [f for f in findings if f.severity != "info"] == []
-        assert {f.check for f in findings} == {"egress-wide-open"}
+        assert {f.check for f in findings} == {"egress-wide-open", "port-open-to-internet"}
+        public = {(f.group_name, f.rule.describe()) for f in findings if f.rule.cidr.prefixlen == 0}
+        web = {"apache"} if lay is mary else {"elb"}
+        assert {name for name, what in public if what.startswith("ingress")} == web
     assert mary.cli("audit", "--fail-on", "low").returncode == 0
 
 

@@ -127,6 +127,19 @@ CHECKS = {
             "Replace it with a group named for its purpose and with only the rules it needs.",
         ),
         Check(
+            "port-open-to-internet",
+            "A port open to the whole internet",
+            "info",
+            "Fine for a public service (a web server's 80/443); otherwise allow only the "
+            "addresses or groups that need it.",
+        ),
+        Check(
+            "port-open-to-public-address",
+            "A port open to a specific public address range",
+            "info",
+            "Check that the range is still yours (an office, a VPN) and as narrow as it can be.",
+        ),
+        Check(
             "egress-wide-open",
             "All outbound traffic allowed to anywhere",
             "info",
@@ -236,6 +249,7 @@ def audit(inv: Inventory) -> list[Finding]:
                         prowler=(INTERNET + "all_ports", INTERNET + "any_port"),
                     )
                     continue
+                opened = False
                 if rule.proto == TCP:
                     for ports, service, check in SERVICES:
                         hit = [p for p in ports if p in rule.ports]  # type: ignore[operator]
@@ -249,6 +263,21 @@ def audit(inv: Inventory) -> list[Finding]:
                                 cis=_cis(rule) if admin else (),
                                 prowler=(INTERNET + check,),
                             )
+                            opened = True
+                if not opened and g.id in used:
+                    add(
+                        "port-open-to-internet",
+                        f"{name} allows {rule.describe()} (in use by instances)",
+                        rule,
+                        prowler=(INTERNET + "any_port",),
+                    )
+            elif rule.cidr is not None and rule.cidr.is_global and g.id in used:
+                add(
+                    "port-open-to-public-address",
+                    f"{name} allows {rule.describe()}",
+                    rule,
+                    prowler=(INTERNET + "any_port_from_ip",),
+                )
             c = rule.cidr
             if c is not None and c.version == 4 and 0 < c.prefixlen < 24 and c.is_global:
                 add(
