@@ -164,7 +164,8 @@ def test_reach_cli_json_and_table_for_albert(albert: Layout):
     (klass,) = [k for k in v4["classes"] if k["class"] == inet["to"]]
     assert klass["instances"] == albert.instances["albert"]
     table = albert.cli("reach").stdout.decode()
-    assert "outside 192.168.1.130/32" in table and "tcp 22" in table and "albert" in table
+    assert "outside 192.168.1.130/32" in table and "tcp 22" in table
+    assert "default [public]: " + albert.instances["albert"][0] + " (albert)" in table
 
 
 def test_reach_vpc_filter(albert: Layout):

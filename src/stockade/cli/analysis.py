@@ -132,11 +132,13 @@ def _console(output: str | None, width: int = 140):
 
 
 def _who(reach: Reach, k: Any, limit: int = 6) -> str:
+    from rich.markup import escape
+
     from stockade.analysis.pictures import class_label
 
     ids = [reach.inventory.instance_label(i) for i in k.instance_ids]
     more = f" (+{len(ids) - limit} more)" if len(ids) > limit else ""
-    return f"{class_label(reach, k)}: {', '.join(ids[:limit])}{more}"
+    return escape(f"{class_label(reach, k)}: {', '.join(ids[:limit])}{more}")
 
 
 def reach_json(reaches: list[Reach]) -> dict[str, Any]:
@@ -256,6 +258,7 @@ def audit(
     elif fmt == AuditFormat.json:
         _write(json.dumps([f.to_json() for f in findings], indent=2) + "\n", output)
     else:
+        from rich.markup import escape
         from rich.table import Table
 
         console = _console(output, 160)
@@ -271,8 +274,8 @@ def audit(
                 colour = colours.get(f.severity, "")
                 table.add_row(
                     f"[{colour}]{f.severity}[/{colour}]" if colour else f.severity,
-                    f.group_name or f.group_id,
-                    f.message,
+                    escape(f.group_name or f.group_id),
+                    escape(f.message),
                     f.fix,
                     "\n".join(refs),
                 )
@@ -326,6 +329,7 @@ def blast(
         }
         _write(json.dumps(data, indent=2) + "\n", output)
         return
+    from rich.markup import escape
     from rich.table import Table
 
     console = _console(output)
@@ -338,7 +342,7 @@ def blast(
         for h in result.reached:
             table.add_row(
                 str(h.hops),
-                inv.instance_label(h.instance_id),
+                escape(inv.instance_label(h.instance_id)),
                 h.ports.describe(),
                 " -> ".join(h.path),
             )
