@@ -81,7 +81,10 @@ def cidrs_of(state: State, rule: Rule, version: int) -> tuple[IPNetwork, ...] | 
 
 @dataclass
 class Reach:
-    """The answer for one IP version. Use `between`, `flow_allowed`, `edges`, `outside_*`."""
+    """The answer for one IP version: `between` (two interfaces), `flow_allowed` (one
+    flow), `edges` (every class pair), `from_outside`/`to_outside` (outside addresses).
+    An interface stands for its first address of the version (as a flow by interface id
+    does in `policy.resolve`)."""
 
     inventory: Inventory
     version: int
@@ -311,7 +314,6 @@ def compute(source: Inventory | State, version: int = 4) -> Reach:
     bgroups: list[tuple[str, ...]] = []
     binside: list[tuple[int, ...]] = []
     dkey: dict[tuple, list[Interface]] = {}
-    dbeh: dict[tuple, int] = {}
     for iface in ifaces:
         groups = tuple(sorted(set(iface.group_ids)))
         sig = tuple(inside.get(iface.id, ()))
@@ -323,7 +325,6 @@ def compute(source: Inventory | State, version: int = 4) -> Reach:
             binside.append(sig)
         dk = (b, inv.subnet_of.get(iface.id, ""), iface.id in inv.public_ip)
         dkey.setdefault(dk, []).append(iface)
-        dbeh[dk] = b
     classes = []
     class_of: dict[str, int] = {}
     for n, ((b, subnet, public), members) in enumerate(
