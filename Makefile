@@ -5,7 +5,7 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
-APT_PKGS := nftables libnftables1 iproute2 iputils-ping nmap postgresql wrk iperf3 dnsutils curl telnet netcat-openbsd procps openssh-server openssh-client
+APT_PKGS := nftables libnftables1 iproute2 iputils-ping nmap postgresql wrk iperf3 dnsutils curl telnet netcat-openbsd procps openssh-server openssh-client graphviz
 ARGS    ?=
 
 .PHONY: run test deps system-deps lint format bench bench-deps clean

@@ -44,4 +44,5 @@ def main() -> None:
 
 
 # the command modules register their commands on `app` (imported last: they import `app`)
+import stockade.cli.analysis  # noqa: E402, F401
 from stockade.cli import agent, explain, sandbox, server  # noqa: E402, F401
