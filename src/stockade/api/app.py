@@ -40,6 +40,7 @@ import stockade.service.instances
 import stockade.service.interfaces
 import stockade.service.keypairs
 import stockade.service.meta
+import stockade.service.prefixlists
 import stockade.service.vpcs  # noqa: F401  (registers actions)
 from stockade import accounts
 from stockade.api import admin, codec, hosts, sigv4

@@ -16,7 +16,7 @@ from sqlalchemy import Row, select, update
 
 from stockade import model
 from stockade.errors import ApiError
-from stockade.service import resources
+from stockade.service import prefixlists, resources
 from stockade.service.common import (
     Ctx,
     FilterSpec,
@@ -420,10 +420,10 @@ def specs_from_permissions(
             specs.append(RuleSpec(egress, proto, lo, hi, cidr_ipv6=cidr, description=desc))
             found = True
         for r in perm.get("prefix_list_ids") or ():
-            raise ApiError(
-                "InvalidPrefixListId.NotFound",
-                f"The prefix list '{r.get('prefix_list_id')}' does not exist",
-            )
+            pl_id = prefixlists.check_rule_prefix_list(ctx, r.get("prefix_list_id"))
+            desc = resources.description(r.get("description"))
+            specs.append(RuleSpec(egress, proto, lo, hi, prefix_list_id=pl_id, description=desc))
+            found = True
         for pair in perm.get("user_id_group_pairs") or ():
             ref = referenced_group(ctx, target, pair)
             specs.append(
@@ -459,6 +459,7 @@ def check_model_rule(group_id: str, spec: RuleSpec) -> model.Rule:
             if spec.cidr_ipv4 or spec.cidr_ipv6
             else None,
             ref_group_id=spec.ref_group_id,
+            prefix_list_id=spec.prefix_list_id,
         )
     except ValueError as err:
         raise ApiError("InvalidParameterValue", f"Invalid rule {spec.text()}: {err}") from None
