@@ -46,13 +46,9 @@ from stockade.service.common import (
     Params,
     Result,
     action,
-    check_max_results,
-    exact_filter_values,
-    matches,
     new_id,
-    paginate,
-    parse_filters,
 )
+from stockade.service.describe import Describe
 from stockade.service.vpcs import zone_id
 from stockade.store import schema
 from stockade.store.db import Store, utcnow
@@ -540,34 +536,23 @@ _SQL_FILTERS = (
 )
 
 
-def _no_max_with_ids(p: Params, ids_param: str) -> None:
-    if p.get("instance_ids") and p.get("max_results") is not None:
-        raise ApiError(
-            "InvalidParameterCombination",
-            f"The parameter {ids_param} cannot be used with the parameter maxResults",
-        )
-
-
-def _rows(ctx: Ctx, p: Params) -> list[Row]:
-    if p.get("instance_ids"):
-        return resources.get_many(ctx, p["instance_ids"], "i")
-    q = select(schema.instances).where(I.account_id == ctx.account_id, I.region == ctx.region)
-    for name, col in _SQL_FILTERS:
-        values = exact_filter_values(p.get("filters"), name)
-        if values is not None:
-            q = q.where(col.in_(values))
-    return list(ctx.conn.execute(q))
+INSTANCES = Describe(
+    "reservations",
+    INSTANCE_FILTERS,
+    describe_rows,
+    table=schema.instances,
+    prefix="i",
+    ids="instance_ids",
+    ids_wire="instancesSet",
+    pushed=dict(_SQL_FILTERS),
+    sort="_sort",
+    finish=group_reservations,
+)
 
 
 @action("DescribeInstances", write=False)
 def describe_instances(ctx: Ctx, p: Params) -> Result:
-    filters = parse_filters(p.get("filters"), INSTANCE_FILTERS)
-    max_results = check_max_results(p.get("max_results"))
-    _no_max_with_ids(p, "instancesSet")
-    items = describe_rows(ctx, _rows(ctx, p))
-    items = [i for i in items if matches(i, filters, INSTANCE_FILTERS)]
-    page, token = paginate(items, "_sort", max_results, p.get("next_token"))
-    return {"reservations": group_reservations(page), "next_token": token}
+    return INSTANCES.run(ctx, p)
 
 
 # --- RunInstances ---------------------------------------------------------------------------
@@ -1029,32 +1014,41 @@ STATUS_FILTERS: FilterSpec = {
 }
 
 
+def _statuses(ctx: Ctx, rows: list[Row]) -> list[Result]:
+    return [
+        {
+            "availability_zone": r.availability_zone,
+            "availability_zone_id": zone_id(ctx.region, r.availability_zone[-1]),
+            "events": [],
+            "instance_id": r.id,
+            "instance_state": state_of(r.state),
+            "instance_status": _summary(r.state == "running"),
+            "system_status": _summary(r.state == "running"),
+        }
+        for r in rows
+    ]
+
+
+def _status_rows(ctx: Ctx, p: Params, pushed: dict[str, list[str]]) -> list[Row]:
+    rows = INSTANCES.rows(ctx, {"instance_ids": p.get("instance_ids")}, [])
+    everything = bool(p.get("include_all_instances"))
+    return [r for r in rows if r.state != "terminated" and (r.state == "running" or everything)]
+
+
+INSTANCE_STATUSES = Describe(
+    "instance_statuses",
+    STATUS_FILTERS,
+    _statuses,
+    ids="instance_ids",
+    ids_wire="instancesSet",
+    sort="instance_id",
+    source=_status_rows,
+)
+
+
 @action("DescribeInstanceStatus", write=False)
 def describe_instance_status(ctx: Ctx, p: Params) -> Result:
-    filters = parse_filters(p.get("filters"), STATUS_FILTERS)
-    max_results = check_max_results(p.get("max_results"))
-    _no_max_with_ids(p, "instancesSet")
-    rows = _rows(ctx, {"instance_ids": p.get("instance_ids")})
-    everything = bool(p.get("include_all_instances"))
-    items = []
-    for r in rows:
-        if r.state == "terminated" or (r.state != "running" and not everything):
-            continue
-        running = r.state == "running"
-        items.append(
-            {
-                "availability_zone": r.availability_zone,
-                "availability_zone_id": zone_id(ctx.region, r.availability_zone[-1]),
-                "events": [],
-                "instance_id": r.id,
-                "instance_state": state_of(r.state),
-                "instance_status": _summary(running),
-                "system_status": _summary(running),
-            }
-        )
-    items = [i for i in items if matches(i, filters, STATUS_FILTERS)]
-    page, token = paginate(items, "instance_id", max_results, p.get("next_token"))
-    return {"instance_statuses": page, "next_token": token}
+    return INSTANCE_STATUSES.run(ctx, p)
 
 
 # --- attributes -----------------------------------------------------------------------------

@@ -34,13 +34,9 @@ from stockade.service.common import (
     Params,
     Result,
     action,
-    check_max_results,
-    exact_filter_values,
-    matches,
     new_id,
-    paginate,
-    parse_filters,
 )
+from stockade.service.describe import Describe
 from stockade.store import schema
 from stockade.store.db import Sql, execute, utcnow
 
@@ -635,39 +631,39 @@ INTERFACE_FILTERS: FilterSpec = {
 }
 
 
-@action("DescribeNetworkInterfaces", write=False)
-def describe_network_interfaces(ctx: Ctx, p: Params) -> Result:
-    filters = parse_filters(p.get("filters"), INTERFACE_FILTERS)
-    max_results = check_max_results(p.get("max_results"))
-    ids = p.get("network_interface_ids") or []
-    if ids and max_results is not None:
-        raise ApiError(
-            "InvalidParameterCombination",
-            "The parameter networkInterfaceIdSet cannot be used with the parameter maxResults",
-        )
-    if ids:
-        rows = resources.get_many(ctx, ids, "eni")
-    else:
-        q = select(schema.network_interfaces).where(
-            N.account_id == ctx.account_id, N.region == ctx.region
-        )
-        for name, col in (
-            ("network-interface-id", N.id),
-            ("subnet-id", N.subnet_id),
-            ("vpc-id", N.vpc_id),
-            ("attachment.instance-id", N.instance_id),
-            ("private-ip-address", N.private_ip),
-        ):
-            values = exact_filter_values(p.get("filters"), name)
-            if values is not None:
-                q = q.where(col.in_(values))
-        rows = list(ctx.conn.execute(q))
-    items = [interface_result(ctx, v) for v in views(ctx, rows)]
-    items = [i for i in items if matches(i, filters, INTERFACE_FILTERS)]
-    page, token = paginate(items, "network_interface_id", max_results, p.get("next_token"))
+def _interface_results(ctx: Ctx, rows: list[Row]) -> list[Result]:
+    return [interface_result(ctx, v) for v in views(ctx, rows)]
+
+
+def _tag_set(page: list[Result]) -> list[Result]:
     for item in page:
         item["tag_set"] = item.pop("tags")
-    return {"network_interfaces": page, "next_token": token}
+    return page
+
+
+INTERFACES = Describe(
+    "network_interfaces",
+    INTERFACE_FILTERS,
+    _interface_results,
+    table=schema.network_interfaces,
+    prefix="eni",
+    ids="network_interface_ids",
+    ids_wire="networkInterfaceIdSet",
+    pushed={
+        "network-interface-id": N.id,
+        "subnet-id": N.subnet_id,
+        "vpc-id": N.vpc_id,
+        "attachment.instance-id": N.instance_id,
+        "private-ip-address": N.private_ip,
+    },
+    sort="network_interface_id",
+    finish=_tag_set,
+)
+
+
+@action("DescribeNetworkInterfaces", write=False)
+def describe_network_interfaces(ctx: Ctx, p: Params) -> Result:
+    return INTERFACES.run(ctx, p)
 
 
 def groups_for_request(ctx: Ctx, eni: Row, ids: list) -> list[Row]:

@@ -15,12 +15,9 @@ from stockade.service.common import (
     Params,
     Result,
     action,
-    check_max_results,
-    matches,
     new_id,
-    paginate,
-    parse_filters,
 )
+from stockade.service.describe import Describe, tagged
 from stockade.store import schema
 
 DEFAULT_VPC_CIDR = "172.31.0.0/16"
@@ -217,23 +214,20 @@ VPC_FILTERS: FilterSpec = {
 }
 
 
+VPCS = Describe(
+    "vpcs",
+    VPC_FILTERS,
+    tagged(vpc_result),
+    table=schema.vpcs,
+    prefix="vpc",
+    ids="vpc_ids",
+    sort="vpc_id",
+)
+
+
 @action("DescribeVpcs", write=False)
 def describe_vpcs(ctx: Ctx, p: Params) -> Result:
-    filters = parse_filters(p.get("filters"), VPC_FILTERS)
-    max_results = check_max_results(p.get("max_results"))
-    if p.get("vpc_ids"):
-        rows = resources.get_many(ctx, p["vpc_ids"], "vpc")
-    else:
-        rows = list(
-            ctx.conn.execute(
-                select(schema.vpcs).where(V.account_id == ctx.account_id, V.region == ctx.region)
-            )
-        )
-    tags = resources.tags_for(ctx, [r.id for r in rows])
-    items = [vpc_result(ctx, r, tags.get(r.id)) for r in rows]
-    items = [it for it in items if matches(it, filters, VPC_FILTERS)]
-    page, token = paginate(items, "vpc_id", max_results, p.get("next_token"))
-    return {"vpcs": page, "next_token": token}
+    return VPCS.run(ctx, p)
 
 
 @action("CreateSubnet", write=True)
@@ -313,21 +307,23 @@ def _addresses_used(ctx: Ctx, subnet_ids: list[str]) -> dict[str, int]:
     return used
 
 
-@action("DescribeSubnets", write=False)
-def describe_subnets(ctx: Ctx, p: Params) -> Result:
-    filters = parse_filters(p.get("filters"), SUBNET_FILTERS)
-    max_results = check_max_results(p.get("max_results"))
-    if p.get("subnet_ids"):
-        rows = resources.get_many(ctx, p["subnet_ids"], "subnet")
-    else:
-        rows = list(
-            ctx.conn.execute(
-                select(schema.subnets).where(S.account_id == ctx.account_id, S.region == ctx.region)
-            )
-        )
+def _subnet_results(ctx: Ctx, rows: list[Row]) -> list[Result]:
     tags = resources.tags_for(ctx, [r.id for r in rows])
     used = _addresses_used(ctx, [r.id for r in rows])
-    items = [subnet_result(ctx, r, tags.get(r.id), used.get(r.id, 0)) for r in rows]
-    items = [it for it in items if matches(it, filters, SUBNET_FILTERS)]
-    page, token = paginate(items, "subnet_id", max_results, p.get("next_token"))
-    return {"subnets": page, "next_token": token}
+    return [subnet_result(ctx, r, tags.get(r.id), used.get(r.id, 0)) for r in rows]
+
+
+SUBNETS = Describe(
+    "subnets",
+    SUBNET_FILTERS,
+    _subnet_results,
+    table=schema.subnets,
+    prefix="subnet",
+    ids="subnet_ids",
+    sort="subnet_id",
+)
+
+
+@action("DescribeSubnets", write=False)
+def describe_subnets(ctx: Ctx, p: Params) -> Result:
+    return SUBNETS.run(ctx, p)
