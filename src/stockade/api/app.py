@@ -38,6 +38,7 @@ import stockade.service.groups
 import stockade.service.images
 import stockade.service.instances
 import stockade.service.interfaces
+import stockade.service.ipv6
 import stockade.service.keypairs
 import stockade.service.meta
 import stockade.service.prefixlists

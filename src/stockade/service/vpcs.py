@@ -7,7 +7,7 @@ import ipaddress
 from sqlalchemy import Row, delete, func, insert, select
 
 from stockade.errors import ApiError
-from stockade.service import groups, resources
+from stockade.service import groups, ipv6, resources
 from stockade.service.common import (
     ZONE_LETTERS,
     Ctx,
@@ -111,9 +111,13 @@ def vpc_result(ctx: Ctx, row: Row, tags: list | None) -> Result:
                 "association_id": "vpc-cidr-assoc-" + row.id[4:],
                 "cidr_block": row.cidr,
                 "cidr_block_state": {"state": "associated"},
-            }
+            },
+            *ipv6.vpc_ipv4_set(ctx, row.id),
         ],
     }
+    v6 = ipv6.vpc_ipv6_set(ctx, row.id)
+    if v6:
+        out["ipv6_cidr_block_association_set"] = v6
     if tags:
         out["tags"] = tags
     return out
@@ -133,6 +137,8 @@ def subnet_result(ctx: Ctx, row: Row, tags: list | None, used: int = 0) -> Resul
         "default_for_az": row.default_for_az,
         "map_public_ip_on_launch": row.map_public_ip,
         "subnet_arn": ctx.arn("subnet", row.id, row.account_id),
+        "ipv6_cidr_block_association_set": ipv6.subnet_ipv6_set(ctx, row.id),
+        "assign_ipv6_address_on_creation": False,
     }
     if tags:
         out["tags"] = tags
@@ -150,6 +156,7 @@ def create_vpc(ctx: Ctx, p: Params) -> Result:
         raise ApiError("MissingParameter", "The request must contain the parameter cidrBlock")
     net = check_block(p["cidr_block"], 16, 28, "InvalidVpc.Range")
     row = create_vpc_row(ctx, str(net))
+    ipv6.vpc_created(ctx, row.id, p)
     resources.tag_specifications(ctx, p, "vpc", row.id)
     return {"vpc": vpc_result(ctx, row, resources.tags_for(ctx, [row.id]).get(row.id))}
 
