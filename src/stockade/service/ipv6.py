@@ -209,7 +209,7 @@ def _association(ctx: Ctx, value: object, prefix: str) -> Row:
 def disassociate_vpc_cidr_block(ctx: Ctx, p: Params) -> Result:
     row = _association(ctx, p.get("association_id"), "vpc")
     if row.ipv6:
-        subnets = ctx.conn.execute(select(S.id).where(S.vpc_id == row.resource_id)).scalars()
+        subnets = list(ctx.conn.execute(select(S.id).where(S.vpc_id == row.resource_id)).scalars())
         for subnet_id in subnets:
             if blocks(ctx, subnet_id):
                 raise ApiError(
@@ -221,7 +221,7 @@ def disassociate_vpc_cidr_block(ctx: Ctx, p: Params) -> Result:
         net = ipaddress.IPv4Network(row.cidr)
         for subnet_id, cidr in ctx.conn.execute(
             select(S.id, S.cidr).where(S.vpc_id == row.resource_id)
-        ):
+        ).all():
             if ipaddress.IPv4Network(cidr).subnet_of(net):
                 raise ApiError(
                     "DependencyViolation",
@@ -267,7 +267,7 @@ def associate_subnet_cidr_block(ctx: Ctx, p: Params) -> Result:
         raise ApiError(
             "InvalidParameterValue", f"The subnet {subnet.id} already has an IPv6 CIDR block."
         )
-    siblings = ctx.conn.execute(select(S.id).where(S.vpc_id == subnet.vpc_id)).scalars()
+    siblings = list(ctx.conn.execute(select(S.id).where(S.vpc_id == subnet.vpc_id)).scalars())
     for other in siblings:
         if ipv6_block(ctx, other) == net:
             raise ApiError(
