@@ -596,7 +596,7 @@ def _check_type(s: FakeSet) -> None:
         raise _Refused(f"a set has no value type ({s.type!r}): did you mean a map?")
     if set(s.flags) - {"interval", "constant", "timeout", "dynamic"}:
         raise _Refused(f"unknown set flags {s.flags}")
-    if "interval" in s.flags and (s.kind != "set" or s.key_types not in _INTERVAL_TYPES):
+    if "interval" in s.flags and (s.kind != "set" or tuple(s.key_types) not in _INTERVAL_TYPES):
         raise _Refused("the fake supports interval sets of one address type only")
 
 

@@ -29,11 +29,10 @@ from stockade.service.common import (
     action,
     check_max_results,
     check_text,
-    matches,
     new_id,
     paginate,
-    parse_filters,
 )
+from stockade.service.describe import Describe, tagged
 from stockade.store import schema
 from stockade.store.db import utcnow
 
@@ -275,26 +274,22 @@ PREFIX_LIST_FILTERS: FilterSpec = {
 }
 
 
+PREFIX_LISTS = Describe(
+    "prefix_lists",
+    PREFIX_LIST_FILTERS,
+    tagged(lambda ctx, row, tags: result(ctx, row, "create-complete", tags)),
+    table=schema.managed_prefix_lists,
+    prefix="pl",
+    ids="prefix_list_ids",
+    pushed={"prefix-list-id": PL.id, "prefix-list-name": PL.name},
+    sort="prefix_list_id",
+    max_range=(1, 100),
+)
+
+
 @action("DescribeManagedPrefixLists", write=False)
 def describe_managed_prefix_lists(ctx: Ctx, p: Params) -> Result:
-    filters = parse_filters(p.get("filters"), PREFIX_LIST_FILTERS)
-    max_results = check_max_results(p.get("max_results"), 1, 100)
-    ids = p.get("prefix_list_ids") or []
-    if ids:
-        rows = resources.get_many(ctx, ids, "pl")
-    else:
-        rows = list(
-            ctx.conn.execute(
-                select(schema.managed_prefix_lists).where(
-                    PL.account_id == ctx.account_id, PL.region == ctx.region
-                )
-            )
-        )
-    tags = resources.tags_for(ctx, [r.id for r in rows])
-    items = [result(ctx, r, "create-complete", tags.get(r.id)) for r in rows]
-    items = [i for i in items if matches(i, filters, PREFIX_LIST_FILTERS)]
-    page, token = paginate(items, "prefix_list_id", max_results, p.get("next_token"))
-    return {"prefix_lists": page, "next_token": token}
+    return PREFIX_LISTS.run(ctx, p)
 
 
 @action("GetManagedPrefixListEntries", write=False)
