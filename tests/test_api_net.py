@@ -98,6 +98,16 @@ def test_a_vpc_with_ipv6_and_its_subnets(ec2, net):
     assert ipaddress.ip_network(got["Ipv6CidrBlockAssociation"]["Ipv6CidrBlock"]).subnet_of(POOL6)
     got = ec2.associate_vpc_cidr_block(VpcId=vpc["VpcId"], CidrBlock="10.99.0.0/16")
     assert got["CidrBlockAssociation"]["CidrBlock"] == "10.99.0.0/16"
+    # CreateSubnet in the secondary block, with an IPv6 /64 of the new IPv6 block
+    new6 = ipaddress.ip_network(
+        ec2.describe_vpcs(VpcIds=[vpc["VpcId"]])["Vpcs"][0]["Ipv6CidrBlockAssociationSet"][0][
+            "Ipv6CidrBlock"
+        ]
+    )
+    made = ec2.create_subnet(
+        VpcId=vpc["VpcId"], CidrBlock="10.99.1.0/24", Ipv6CidrBlock=str(next(new6.subnets(8)))
+    )["Subnet"]
+    assert made["Ipv6CidrBlockAssociationSet"][0]["Ipv6CidrBlock"] == str(next(new6.subnets(8)))
     assert code_of(ec2.associate_vpc_cidr_block, VpcId=vpc["VpcId"], CidrBlock="10.250.0.0/20") == (
         "InvalidVpc.Range"
     )

@@ -241,12 +241,9 @@ def disassociate_vpc_cidr_block(ctx: Ctx, p: Params) -> Result:
     return out
 
 
-@action("AssociateSubnetCidrBlock", write=True)
-def associate_subnet_cidr_block(ctx: Ctx, p: Params) -> Result:
-    subnet = resources.get(ctx, p.get("subnet_id"), "subnet")
-    if p.get("ipv6_cidr_block") is None:
-        raise ApiError("MissingParameter", "The request must contain the parameter Ipv6CidrBlock")
-    text = str(p["ipv6_cidr_block"])
+def add_subnet_ipv6(ctx: Ctx, subnet: Row, value: object) -> tuple[str, str]:
+    """Give ``subnet`` the IPv6 /64 ``value`` of its VPC's block: (association id, CIDR)."""
+    text = str(value)
     try:
         net = ipaddress.IPv6Network(text, strict=False)
         if "/" not in text:
@@ -275,10 +272,24 @@ def associate_subnet_cidr_block(ctx: Ctx, p: Params) -> Result:
             )
     assoc = _add_block(ctx, "subnet", subnet.id, str(net), True)
     ctx.log("subnet.ipv6", subnet.id, association_id=assoc, cidr=str(net))
+    return assoc, str(net)
+
+
+def vpc_ipv4_blocks(ctx: Ctx, vpc_id: str) -> list[ipaddress.IPv4Network]:
+    """The VPC's secondary IPv4 blocks (subnets may take addresses from them too)."""
+    return [ipaddress.IPv4Network(r.cidr) for r in blocks(ctx, vpc_id, ipv6=False)]
+
+
+@action("AssociateSubnetCidrBlock", write=True)
+def associate_subnet_cidr_block(ctx: Ctx, p: Params) -> Result:
+    subnet = resources.get(ctx, p.get("subnet_id"), "subnet")
+    if p.get("ipv6_cidr_block") is None:
+        raise ApiError("MissingParameter", "The request must contain the parameter Ipv6CidrBlock")
+    assoc, cidr = add_subnet_ipv6(ctx, subnet, p["ipv6_cidr_block"])
     return {
         "ipv6_cidr_block_association": {
             "association_id": assoc,
-            "ipv6_cidr_block": str(net),
+            "ipv6_cidr_block": cidr,
             "ipv6_cidr_block_state": {"state": "associated"},
         },
         "subnet_id": subnet.id,

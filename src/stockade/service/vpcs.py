@@ -243,7 +243,8 @@ def create_subnet(ctx: Ctx, p: Params) -> Result:
     if not p.get("cidr_block"):
         raise ApiError("MissingParameter", "The request must contain the parameter cidrBlock")
     net = check_block(p["cidr_block"], 16, 28, "InvalidSubnet.Range")
-    if not net.subnet_of(ipaddress.IPv4Network(vpc.cidr)):
+    vpc_blocks = [ipaddress.IPv4Network(vpc.cidr), *ipv6.vpc_ipv4_blocks(ctx, vpc.id)]
+    if not any(net.subnet_of(b) for b in vpc_blocks):
         raise ApiError("InvalidSubnet.Range", f"The CIDR '{net}' is invalid.")
     for other in ctx.conn.execute(select(S.cidr).where(S.vpc_id == vpc.id)).scalars():
         if net.overlaps(ipaddress.IPv4Network(other)):
@@ -263,6 +264,8 @@ def create_subnet(ctx: Ctx, p: Params) -> Result:
             f"{', '.join(zones)}.",
         )
     row = create_subnet_row(ctx, vpc.id, str(net), zone, default=False)
+    if p.get("ipv6_cidr_block") is not None:
+        ipv6.add_subnet_ipv6(ctx, row, p["ipv6_cidr_block"])
     resources.tag_specifications(ctx, p, "subnet", row.id)
     return {"subnet": subnet_result(ctx, row, resources.tags_for(ctx, [row.id]).get(row.id))}
 
