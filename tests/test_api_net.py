@@ -494,3 +494,15 @@ def test_managed_prefix_lists_as_rule_peers(ec2, net, server, account):
         code_of(ec2.get_managed_prefix_list_entries, PrefixListId=pl)
         == "InvalidPrefixListID.NotFound"
     )
+
+
+def test_describe_prefix_lists_of_aws_services_is_empty(ec2):
+    assert ec2.describe_prefix_lists()["PrefixLists"] == []
+    got = ec2.describe_prefix_lists(
+        Filters=[{"Name": "prefix-list-name", "Values": ["com.amazonaws.us-east-1.s3"]}]
+    )
+    assert got["PrefixLists"] == []
+    assert (
+        code_of(ec2.describe_prefix_lists, Filters=[{"Name": "bogus", "Values": ["x"]}])
+        == "InvalidParameterValue"
+    )

@@ -31,6 +31,7 @@ from stockade.service.common import (
     check_text,
     new_id,
     paginate,
+    parse_filters,
 )
 from stockade.service.describe import Describe, tagged
 from stockade.store import schema
@@ -325,3 +326,22 @@ def check_rule_prefix_list(ctx: Ctx, value: Any, *, ipv4_only: bool = False) -> 
     if value is None:
         raise ApiError("MissingParameter", "The request must contain the parameter PrefixListId")
     return get(ctx, value).id
+
+
+AWS_PREFIX_LIST_FILTERS: FilterSpec = {
+    "prefix-list-id": lambda i: [i["prefix_list_id"]],
+    "prefix-list-name": lambda i: [i["prefix_list_name"]],
+}
+
+
+@action("DescribePrefixLists", write=False)
+def describe_prefix_lists(ctx: Ctx, p: Params) -> Result:
+    """AWS's own service prefix lists (S3, DynamoDB): the sandbox has no such services, so
+    the answer is always empty (the request is still checked as EC2 checks it)."""
+    parse_filters(p.get("filters"), AWS_PREFIX_LIST_FILTERS)
+    check_max_results(p.get("max_results"), 5, 1000)
+    for pl_id in p.get("prefix_list_ids") or ():
+        raise ApiError(
+            "InvalidPrefixListID.NotFound", f"The prefix list ID '{pl_id}' does not exist"
+        )
+    return {"prefix_lists": [], "next_token": None}
