@@ -506,3 +506,23 @@ def test_describe_prefix_lists_of_aws_services_is_empty(ec2):
         code_of(ec2.describe_prefix_lists, Filters=[{"Name": "bogus", "Values": ["x"]}])
         == "InvalidParameterValue"
     )
+
+
+def test_several_instances_with_several_interfaces_in_one_subnet(ec2, net):
+    """Every address is taken once (the fuzzer found a launch that gave one twice)."""
+    made = ec2.run_instances(
+        ImageId="ami-fba54092",
+        MinCount=3,
+        MaxCount=3,
+        NetworkInterfaces=[
+            {"DeviceIndex": 0, "SubnetId": net["a"]},
+            {"DeviceIndex": 1, "SubnetId": net["a"], "SecondaryPrivateIpAddressCount": 1},
+        ],
+    )["Instances"]
+    addresses = [
+        a["PrivateIpAddress"]
+        for i in made
+        for n in i["NetworkInterfaces"]
+        for a in n["PrivateIpAddresses"]
+    ]
+    assert len(addresses) == 9 and len(set(addresses)) == 9

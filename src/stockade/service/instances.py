@@ -929,7 +929,8 @@ def run_instances(ctx: Ctx, p: Params) -> Result:
                 host=None,
             )
         )
-        if net["addresses"] or net["secondary_count"]:
+        if net["addresses"] or net["secondary_count"] or extras:
+            # addresses beyond one primary per instance: taken as each instance is made
             primary, secondary, v6 = interfaces.plan_addresses(
                 ctx,
                 subnet,
