@@ -72,7 +72,8 @@ def actions() -> list[str]:
 # --- resources the run knows ----------------------------------------------------------
 
 ID_RE = re.compile(
-    r"\b((?:sg|sgr|vpc|subnet|i|eni|eni-attach|eipalloc|eipassoc|ami|r|key)-[0-9a-f]{8,17})\b"
+    r"\b((?:sg|sgr|vpc-cidr-assoc|subnet-cidr-assoc|vpc|subnet|i|eni|eni-attach|eipalloc"
+    r"|eipassoc|ami|r|key|pl)-[0-9a-f]{8,17})\b"
 )
 NAME_RES = {
     "group_names": re.compile(r"<groupName>((?!us-|eu-|ap-|ca-|sa-)[^<]{1,64})</groupName>"),
@@ -90,6 +91,8 @@ REFRESH = (
     "DescribeVpcs",
     "DescribeSubnets",
     "DescribeImages",
+    "DescribeNetworkInterfaces",
+    "DescribeManagedPrefixLists",
 )
 
 
@@ -233,7 +236,11 @@ BY_MEMBER: dict[str, Gen] = {
     "AttachmentId": _ids("eni-attach"),
     "AllocationId": _ids("eipalloc"),
     "AllocationIds": _ids("eipalloc"),
-    "AssociationId": _ids("eipassoc"),
+    "AssociationId": lambda rng, pools: _ids(
+        rng.choice(["eipassoc", "eipassoc", "vpc-cidr-assoc", "subnet-cidr-assoc"])
+    )(rng, pools),
+    "PrefixListId": _ids("pl"),
+    "PrefixListIds": _ids("pl"),
     "ImageId": _ids("ami"),
     "ImageIds": _ids("ami"),
     "KeyPairId": _ids("key"),
@@ -263,7 +270,6 @@ BY_MEMBER: dict[str, Gen] = {
         ]
     ),
     "CidrIpv6": _cidr6,
-    "Ipv6CidrBlock": _cidr6,
     "IpProtocol": lambda rng, _: rng.choice(
         ["tcp", "udp", "icmp", "icmpv6", "-1", "6", "17", "1", "58", "50", "51", "47", "all"]
     ),
@@ -283,8 +289,17 @@ BY_MEMBER: dict[str, Gen] = {
     "PublicKeyMaterial": lambda rng, _: PUBLIC_KEY,
     "InstanceType": lambda rng, _: rng.choice(["t2.micro", "t3.small", "m5.large"]),
     "ClientToken": lambda rng, _: f"ct-{rng.randrange(50)}",
-    "DeviceIndex": lambda rng, _: rng.choice([0, 1]),
+    "DeviceIndex": lambda rng, _: rng.choice([0, 1, 1, 2]),
     "DeviceName": lambda rng, _: "/dev/xvda",
+    "AddressFamily": lambda rng, _: rng.choice(["IPv4", "IPv4", "IPv6"]),
+    "MaxEntries": lambda rng, _: rng.choice([1, 5, 10]),
+    "CurrentVersion": lambda rng, _: rng.choice([1, 1, 2, 3]),
+    "Cidr": lambda rng, pools: rng.choice([_cidr4, _cidr6])(rng, pools),
+    "Ipv6AddressCount": lambda rng, _: rng.choice([1, 2]),
+    "SecondaryPrivateIpAddressCount": lambda rng, _: rng.choice([1, 2]),
+    "Ipv6CidrBlock": lambda rng, _: (
+        f"fd00:ec2:0:{rng.randrange(1, 8)}{rng.randrange(16):x}{rng.randrange(16):x}::/64"
+    ),
 }
 # by the structure the member belongs to
 BY_PARENT: dict[tuple[str, str], Gen] = {
@@ -382,7 +397,32 @@ RECIPES: dict[str, list[list[str]]] = {
     ],
     "DisassociateAddress": [["AssociationId"], ["PublicIp"]],
     "ReleaseAddress": [["AllocationId"], ["PublicIp"]],
-    "CreateVpc": [["CidrBlock"], ["CidrBlock", "TagSpecifications"]],
+    "CreateVpc": [
+        ["CidrBlock"],
+        ["CidrBlock", "TagSpecifications"],
+        ["CidrBlock", "AmazonProvidedIpv6CidrBlock"],
+    ],
+    "AssociateVpcCidrBlock": [["VpcId", "AmazonProvidedIpv6CidrBlock"], ["VpcId", "CidrBlock"]],
+    "AssociateSubnetCidrBlock": [["SubnetId", "Ipv6CidrBlock"]],
+    "CreateNetworkInterface": [
+        ["SubnetId"],
+        ["SubnetId", "Groups", "Description"],
+        ["SubnetId", "PrivateIpAddress"],
+        ["SubnetId", "SecondaryPrivateIpAddressCount"],
+        ["SubnetId", "Ipv6AddressCount"],
+        ["SubnetId", "PrivateIpAddresses", "TagSpecifications"],
+    ],
+    "AttachNetworkInterface": [["NetworkInterfaceId", "InstanceId", "DeviceIndex"]],
+    "CreateManagedPrefixList": [
+        ["PrefixListName", "MaxEntries", "AddressFamily"],
+        ["PrefixListName", "MaxEntries", "AddressFamily", "Entries"],
+    ],
+    "ModifyManagedPrefixList": [
+        ["PrefixListId", "CurrentVersion", "AddEntries"],
+        ["PrefixListId", "CurrentVersion", "RemoveEntries"],
+        ["PrefixListId", "PrefixListName"],
+        ["PrefixListId", "MaxEntries"],
+    ],
     "DeleteVpc": [["VpcId"]],
     "CreateSubnet": [["VpcId", "CidrBlock"], ["VpcId", "CidrBlock", "AvailabilityZone"]],
     "DeleteSubnet": [["SubnetId"]],

@@ -26,7 +26,7 @@ from stockade.dataplane.compile import (
     rule_lines,
 )
 from stockade.dataplane.nft import Dataplane, NftError, RecordingNft
-from stockade.model import Group, Interface, Rule, State
+from stockade.model import Group, Interface, PrefixList, Rule, State
 
 ALBERT = "192.168.1.130/32"
 
@@ -441,3 +441,48 @@ def test_a_reference_to_a_group_without_members_of_a_version_gets_no_rule() -> N
     back = plan(with_v6, rs)
     assert back[-1] == "delete set inet stockade m_0eb_v6"
     assert back.index("flush chain inet stockade sg_0a9_in") < len(back) - 1
+
+
+def _with_office(state: State, *cidrs: str) -> State:
+    """``state`` with sg-0eb allowing tcp/22 from prefix list pl-0f (of ``cidrs``)."""
+    web = state.groups["sg-0eb"]
+    rule = Rule(web.id, False, "6", 22, 22, prefix_list_id="pl-0f")
+    lists = {"pl-0f": PrefixList("pl-0f", cidrs)}
+    return State(
+        {**state.groups, web.id: Group(web.id, (*web.rules, rule))}, state.interfaces, lists
+    )
+
+
+def test_a_prefix_list_is_an_interval_set_refilled_when_it_changes() -> None:
+    from stockade.dataplane.fake import FakeNft
+
+    old = compile_host(_with_office(layout(), "192.168.1.0/24", "192.168.1.130/32"), "h1")
+    s = old.sets["pl_0f_v4"]
+    assert s.flags == "interval" and dict(s.elements) == {"192.168.1.0/24": ""}  # collapsed
+    assert "pl_0f_v6" not in old.sets  # no IPv6 entries: no set, no rule
+    (line,) = [r for r in old.group_chains["sg_0eb_in"].rules if "pl_0f" in r]
+    assert line.startswith("ip saddr @pl_0f_v4 tcp dport 22 counter accept")
+    new = compile_host(_with_office(layout(), "192.168.0.0/16", "2001:db8::/32"), "h1")
+    cmds = plan(old, new)
+    assert "flush set inet stockade pl_0f_v4" in cmds
+    assert "add element inet stockade pl_0f_v4 { 192.168.0.0/16 }" in cmds
+    fake = FakeNft()
+    fake.run(old.full_script())
+    fake.run("\n".join(cmds) + "\n")  # old and new overlap: a refill, not add-then-delete
+    table = fake.table()
+    assert table is not None and set(table.sets["pl_0f_v4"].elements) == {"192.168.0.0/16"}
+    assert set(table.sets["pl_0f_v6"].elements) == {"2001:db8::/32"}
+    assert plan(new, compile_host(layout(), "h1"))[-2:] == [
+        "delete set inet stockade pl_0f_v4",
+        "delete set inet stockade pl_0f_v6",
+    ]
+
+
+@needs_nft
+def test_the_kernel_takes_a_prefix_list_table_and_its_refill() -> None:
+    old = compile_host(_with_office(layout(), "192.168.1.0/24"), "h1")
+    new = compile_host(_with_office(layout(), "192.168.0.0/16", "10.0.0.5/32"), "h1")
+    script = old.full_script() + "\n".join(plan(old, new)) + "\n"
+    proc = nft_in_scratch_netns(script, "nft list set inet stockade pl_0f_v4")
+    assert proc.returncode == 0, proc.stderr
+    assert "192.168.0.0/16" in proc.stdout and "10.0.0.5" in proc.stdout

@@ -1,7 +1,8 @@
 """Differential test: the kernel's verdict must equal the policy core's for every flow.
 
-Hypothesis draws groups, rules (tcp/udp ports, icmp type/code, -1, protocol 50; CIDR and
-group peers, ingress and egress) and memberships, then flows between three instances and
+Hypothesis draws groups, rules (tcp/udp ports, icmp type/code, -1, protocol 50; CIDR,
+group and managed prefix list peers, ingress and egress), memberships and the prefix
+lists' entries (overlapping ones too), then flows between three instances and
 two outside machines: most flows are derived from some rule (so that allowed and denied
 flows are both common), the rest are random. The Dataplane applies each state to a real
 host namespace (incrementally, from whatever the previous example left), real packets are
@@ -20,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stockade.dataplane.nft import OUTPUT_JSON, Dataplane, Nft
-from stockade.model import Group, Interface, Rule, State
+from stockade.model import Group, Interface, PrefixList, Rule, State
 from stockade.policy import Flow, evaluate
 
 import netns
@@ -55,7 +56,12 @@ ICMP_MATCHES = ((-1, -1), (8, -1), (8, 0), (8, 1), (0, -1), (3, -1))
 ICMPV6_MATCHES = ((-1, -1), (128, -1), (128, 0), (128, 1), (129, -1))
 KINDS = ("tcp", "udp", "ping", "50")
 
-Spec = tuple[tuple[Group, ...], tuple[tuple[str, ...], ...]]  # groups, each instance's groups
+PREFIX_LISTS = {  # a managed prefix list per address family, its entries drawn from these
+    "pl-0a": ("192.168.1.0/24", "192.168.1.130/32", "203.0.113.0/24", "172.31.0.11/32"),
+    "pl-0b": ("2001:db8::/32", "2001:db8::130/128", "fd00::12/128", "fd00::/64"),
+}
+# groups, each instance's groups, the prefix lists
+Spec = tuple[tuple[Group, ...], tuple[tuple[str, ...], ...], tuple[PrefixList, ...]]
 FlowSpec = tuple[int, int, int, str, int]  # src node, dst node, IP version, kind, port
 
 
@@ -95,8 +101,12 @@ def rules(draw: st.DrawFn, group_id: str) -> Rule:
         low, high = draw(st.sampled_from(ICMP_MATCHES))
     elif proto == "icmpv6":
         low, high = draw(st.sampled_from(ICMPV6_MATCHES))
-    if draw(st.integers(0, 2)) == 0:
+    peer = draw(st.integers(0, 3))
+    if peer == 0:
         return Rule(group_id, egress, proto, low, high, ref_group_id=draw(st.sampled_from(GROUPS)))
+    if peer == 1:
+        pl = draw(st.sampled_from(sorted(PREFIX_LISTS)))
+        return Rule(group_id, egress, proto, low, high, prefix_list_id=pl)
     return Rule(group_id, egress, proto, low, high, cidr=draw(st.sampled_from(CIDRS)))
 
 
@@ -111,7 +121,11 @@ def states(draw: st.DrawFn) -> Spec:
     members = tuple(
         tuple(draw(st.lists(st.sampled_from(GROUPS), max_size=2, unique=True))) for _ in INSTANCES
     )
-    return tuple(groups), members
+    lists = tuple(
+        PrefixList(pl, tuple(draw(st.lists(st.sampled_from(cidrs), max_size=3, unique=True))))
+        for pl, cidrs in PREFIX_LISTS.items()
+    )
+    return tuple(groups), members, lists
 
 
 @st.composite
@@ -134,6 +148,9 @@ def _peers(spec: Spec, rule: Rule, me: int) -> list[tuple[int, int]]:
             addr = ipaddress.ip_address(text)
             if rule.cidr is not None:
                 hit = addr.version == rule.cidr.version and addr in rule.cidr
+            elif rule.prefix_list_id is not None:
+                (plist,) = [p for p in spec[2] if p.id == rule.prefix_list_id]
+                hit = plist.contains(addr)
             else:
                 hit = index < len(INSTANCES) and rule.ref_group_id in spec[1][index]
             if hit and index != me:
@@ -188,12 +205,12 @@ def scenarios(draw: st.DrawFn) -> tuple[Spec, list[FlowSpec]]:
 
 
 def to_state(world: World, spec: Spec) -> State:
-    groups, members = spec
+    groups, members, lists = spec
     ifaces = [
         Interface(f"eni-{i}", f"i-{i}", "host-1", node.ifname, (node.ipv4,), (node.ipv6,), gids)
         for i, (node, gids) in enumerate(zip(world.instances, members, strict=True))
     ]
-    return State.of(groups, ifaces)
+    return State.of(groups, ifaces, lists)
 
 
 def policy_flow(flow: FlowSpec) -> Flow:

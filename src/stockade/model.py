@@ -117,8 +117,9 @@ def _network(value: object) -> IPNetwork:
 class Rule:
     """One allow rule of a group: ingress (peer = source) or egress (peer = destination).
 
-    Exactly one peer: ``cidr`` (an IPv4 or IPv6 network) or ``ref_group_id`` (the members'
-    private addresses). ``protocol`` is normalised to the number as text or "-1".
+    Exactly one peer: ``cidr`` (an IPv4 or IPv6 network), ``ref_group_id`` (the members'
+    private addresses) or ``prefix_list_id`` (the CIDRs of a managed prefix list, looked up
+    in the State). ``protocol`` is normalised to the number as text or "-1".
     """
 
     group_id: str
@@ -130,14 +131,16 @@ class Rule:
     ref_group_id: str | None = None
     rule_id: str = ""
     description: str = ""
+    prefix_list_id: str | None = None
 
     def __post_init__(self) -> None:
         number = protocol_number(self.protocol)
         object.__setattr__(self, "protocol", str(number))
         if self.cidr is not None:
             object.__setattr__(self, "cidr", _network(self.cidr))
-        if (self.cidr is None) == (self.ref_group_id is None):
-            raise ValueError("a rule needs exactly one peer: a cidr or a group")
+        peers = (self.cidr, self.ref_group_id, self.prefix_list_id)
+        if sum(p is not None for p in peers) != 1:
+            raise ValueError("a rule needs exactly one peer: a cidr, a group or a prefix list")
         if has_ports(number):
             PortRange(self.from_port, self.to_port)  # validates
         elif is_icmp(number):
@@ -170,7 +173,9 @@ class Rule:
 
     @property
     def peer(self) -> str:
-        return str(self.cidr) if self.cidr is not None else str(self.ref_group_id)
+        if self.cidr is not None:
+            return str(self.cidr)
+        return str(self.ref_group_id or self.prefix_list_id)
 
     def describe(self) -> str:
         """E.g. "ingress tcp/22 from 192.168.1.130/32", "egress all to sg-1"."""
@@ -239,6 +244,24 @@ class Interface:
         return found[0] if found else None
 
 
+@dataclass(frozen=True, slots=True)
+class PrefixList:
+    """A managed prefix list: its CIDRs (of one address family), as rules see them."""
+
+    id: str
+    cidrs: tuple[IPNetwork, ...] = ()
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cidrs", tuple(_network(c) for c in self.cidrs))
+
+    def contains(self, address: IPAddress) -> bool:
+        return any(address.version == c.version and address in c for c in self.cidrs)
+
+    def of_version(self, version: int) -> tuple[IPNetwork, ...]:
+        return tuple(c for c in self.cidrs if c.version == version)
+
+
 def _frozen(items: Mapping[str, object] | Iterable[object]) -> Mapping[str, object]:
     if isinstance(items, Mapping):
         return MappingProxyType(dict(items))
@@ -247,10 +270,11 @@ def _frozen(items: Mapping[str, object] | Iterable[object]) -> Mapping[str, obje
 
 @dataclass(frozen=True, slots=True)
 class State:
-    """Everything the policy needs: groups and interfaces, each by id."""
+    """Everything the policy needs: groups, interfaces and prefix lists, each by id."""
 
     groups: Mapping[str, Group] = field(default_factory=dict)
     interfaces: Mapping[str, Interface] = field(default_factory=dict)
+    prefix_lists: Mapping[str, PrefixList] = field(default_factory=dict)
     # lookups built on first use (a State never changes, so they never go stale)
     _index: dict[object, object] = field(
         default_factory=dict, init=False, repr=False, compare=False
@@ -259,19 +283,37 @@ class State:
     def __post_init__(self) -> None:
         object.__setattr__(self, "groups", _frozen(self.groups))
         object.__setattr__(self, "interfaces", _frozen(self.interfaces))
+        object.__setattr__(self, "prefix_lists", _frozen(self.prefix_lists))
 
     @classmethod
-    def of(cls, groups: Iterable[Group] = (), interfaces: Iterable[Interface] = ()) -> State:
-        return cls({g.id: g for g in groups}, {i.id: i for i in interfaces})
+    def of(
+        cls,
+        groups: Iterable[Group] = (),
+        interfaces: Iterable[Interface] = (),
+        prefix_lists: Iterable[PrefixList] = (),
+    ) -> State:
+        return cls(
+            {g.id: g for g in groups},
+            {i.id: i for i in interfaces},
+            {p.id: p for p in prefix_lists},
+        )
 
     def __hash__(self) -> int:
-        return hash((tuple(self.groups.items()), tuple(self.interfaces.items())))
+        return hash(
+            (
+                tuple(self.groups.items()),
+                tuple(self.interfaces.items()),
+                tuple(self.prefix_lists.items()),
+            )
+        )
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, State):
             return NotImplemented
-        return dict(self.groups) == dict(other.groups) and dict(self.interfaces) == dict(
-            other.interfaces
+        return (
+            dict(self.groups) == dict(other.groups)
+            and dict(self.interfaces) == dict(other.interfaces)
+            and dict(self.prefix_lists) == dict(other.prefix_lists)
         )
 
     def _membership(self) -> dict[str, list[Interface]]:

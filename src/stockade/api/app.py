@@ -38,11 +38,13 @@ import stockade.service.groups
 import stockade.service.images
 import stockade.service.instances
 import stockade.service.interfaces
+import stockade.service.ipv6
 import stockade.service.keypairs
 import stockade.service.meta
+import stockade.service.prefixlists
 import stockade.service.vpcs  # noqa: F401  (registers actions)
 from stockade import accounts
-from stockade.api import admin, codec, hosts, sigv4
+from stockade.api import admin, codec, hosts, sigv4, sts
 from stockade.errors import ApiError
 from stockade.service.common import (
     ACTIONS,
@@ -223,7 +225,7 @@ class Api:
             {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]},
             b"",
         )
-        if signed.service != "ec2":
+        if signed.service != "ec2" and signed.service not in sts.SERVICES:
             raise ApiError(
                 "SignatureDoesNotMatch",
                 f"Credential should be scoped to correct service: 'ec2', not '{signed.service}'.",
@@ -509,12 +511,14 @@ async def serve_ec2(api: Api, scope: Scope, receive: Receive) -> tuple[int, byte
     connection: a body left unread is not read on just to keep the connection)."""
     request_id = _request_id()
     read = False
+    service = "ec2"
     try:
         length = _content_length(scope)
         if length is not None and length > MAX_BODY:
             raise _TooLarge()
         # the credentials first: a request without (valid) ones is refused unread
         signed, account_id, secret = api.check_credentials(scope)
+        service = signed.service
         body = await _read_body(receive)
         read = True
         region = signed.region
@@ -526,6 +530,9 @@ async def serve_ec2(api: Api, scope: Scope, receive: Receive) -> tuple[int, byte
         params.pop("Version", None)
         for key in [k for k in params if k.startswith("X-Amz-")]:
             del params[key]
+        if service != "ec2":  # STS and IAM, routed by the credential scope
+            status, content = sts.answer(service, action, account_id, request_id)
+            return status, content, request_id, False
         if not action:
             raise ApiError("MissingAction", "The request must contain the parameter Action.")
         if action not in ACTIONS:
@@ -546,7 +553,10 @@ async def serve_ec2(api: Api, scope: Scope, receive: Receive) -> tuple[int, byte
             result = await run_in_threadpool(api.run, action, decoded, account_id, region)
         return 200, codec.encode_response(action, result, request_id), request_id, False
     except ApiError as err:
-        content = codec.encode_error(err.code, err.message, request_id)
+        if service != "ec2":
+            content = sts.error(service, err.code, err.message, request_id)
+        else:
+            content = codec.encode_error(err.code, err.message, request_id)
         return err.status, content, request_id, not read
     except ClientDisconnect:  # nobody to answer: the reply goes nowhere
         content = codec.encode_error("RequestTimeout", "The client went away.", request_id)

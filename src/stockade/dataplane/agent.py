@@ -34,7 +34,7 @@ import httpx
 
 from stockade.dataplane.backoff import TRANSPORT, Backoff, RecordError, classify
 from stockade.dataplane.nft import Dataplane, Executor, Nft
-from stockade.model import Group, Interface, Rule, State
+from stockade.model import Group, Interface, PrefixList, Rule, State
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,7 @@ def _group_of(g: dict[str, Any]) -> Group:
                 to_port=r["to_port"] if r["to_port"] is not None else -1,
                 cidr=ipaddress.ip_network(r["cidr"]) if r.get("cidr") else None,
                 ref_group_id=r.get("ref_group_id"),
+                prefix_list_id=r.get("prefix_list_id"),
                 rule_id=r.get("id", ""),
                 description=r.get("description", ""),
             )
@@ -97,8 +98,17 @@ def _interface_of(i: dict[str, Any]) -> Interface:
     )
 
 
+def _prefix_list(p: dict[str, Any]) -> PrefixList:
+    with decoding(f"prefix list {p.get('id') if isinstance(p, dict) else p!r}"):
+        return PrefixList(p["id"], tuple(ipaddress.ip_network(c) for c in p["cidrs"]))
+
+
 def state_from_snapshot(data: dict[str, Any]) -> State:
-    return State.of(map(_group, data["groups"]), map(_interface, data["interfaces"]))
+    return State.of(
+        map(_group, data["groups"]),
+        map(_interface, data["interfaces"]),
+        map(_prefix_list, data.get("prefix_lists", ())),
+    )
 
 
 class View:
@@ -115,6 +125,7 @@ class View:
         self.groups: dict[str, Group] = {}
         self.interfaces: dict[str, Interface] = {}
         self.complete: set[str] = set()
+        self.prefix_lists: dict[str, PrefixList] = {}
 
     def load(self, data: dict[str, Any]) -> None:
         """Replace everything with a full snapshot (a :class:`RecordError` if it is
@@ -122,8 +133,9 @@ class View:
         with decoding("a snapshot"):
             groups = {g.id: g for g in map(_group, data["groups"])}
             interfaces = {i.id: i for i in map(_interface, data["interfaces"])}
+            lists = {p.id: p for p in map(_prefix_list, data.get("prefix_lists", ()))}
             revision = int(data["revision"])
-        self.groups, self.interfaces = groups, interfaces
+        self.groups, self.interfaces, self.prefix_lists = groups, interfaces, lists
         self.complete = set(self.groups)
         self.revision = revision
 
@@ -143,6 +155,10 @@ class View:
             if fill or g["id"] in self.complete:
                 self.groups[g["id"]] = _group(g)
                 self.complete.add(g["id"])
+        for pid in data.get("deleted_prefix_lists", ()):
+            self.prefix_lists.pop(pid, None)
+        for raw in data.get("prefix_lists", ()):
+            self.prefix_lists[raw["id"]] = _prefix_list(raw)
         for iid in data.get("gone_interfaces", ()):
             self.interfaces.pop(iid, None)
         for raw in data["interfaces"]:
@@ -171,7 +187,7 @@ class View:
         return self.needed() - self.complete
 
     def state(self) -> State:
-        return State(self.groups, self.interfaces)
+        return State(self.groups, self.interfaces, self.prefix_lists)
 
 
 @dataclass

@@ -8,6 +8,9 @@ where and why it departs from it):
   version the group has members of: a reference to an empty one could match nothing, so
   it gets no rule either (nft resolves every set a rule names, and thousands of empty IPv6
   sets made a large table's load half again as slow);
+- ``pl_<list>_v4`` / ``_v6``: interval sets of the CIDRs of each managed prefix list a rule
+  on this host names (collapsed, so no two overlap), for an IP version the list has CIDRs
+  of; a changed list is flushed and refilled in the same transaction;
 - ``sg_<group>_in`` / ``_out``: one chain per group and direction, one rule per allow (a
   group peer gives one rule per IP version), each with a counter; an ingress allow
   ``accept``s, an egress allow ``goto ingress`` (the destination's side is checked next);
@@ -40,6 +43,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import ipaddress
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -101,6 +105,17 @@ def member_set(group_id: str, version: int) -> str:
     return f"m_{group_ident(group_id)}_v{version}"
 
 
+_PREFIX_LIST = re.compile(r"pl-([A-Za-z0-9]{1,60})")
+
+
+def prefix_list_set(prefix_list_id: str, version: int) -> str:
+    found = _PREFIX_LIST.fullmatch(prefix_list_id)
+    ident = (
+        found.group(1) if found else "x" + hashlib.sha1(prefix_list_id.encode()).hexdigest()[:16]
+    )
+    return f"pl_{ident}_v{version}"
+
+
 def combo_ident(group_ids: tuple[str, ...]) -> str:
     """A combo's name part: its group's for one group, else a hash of the list."""
     if len(group_ids) == 1:
@@ -129,6 +144,7 @@ class NftSet:
     type: str
     elements: Mapping[str, str] = field(default_factory=dict)
     kind: str = "set"
+    flags: str = ""  # "interval" for the sets of prefix lists
 
     def __post_init__(self) -> None:
         if not isinstance(self.elements, MappingProxyType):
@@ -138,8 +154,12 @@ class NftSet:
         value = self.elements[key]
         return f"{key} : {value}" if self.kind == "map" else key
 
+    @property
+    def spec(self) -> str:
+        return f"type {self.type};" + (f" flags {self.flags};" if self.flags else "")
+
     def render(self) -> str:
-        body = f"type {self.type};"
+        body = self.spec
         if self.elements:
             items = ", ".join(self.element_text(k) for k in sorted(self.elements))
             body += f" elements = {{ {items} }}"
@@ -235,7 +255,8 @@ def rule_lines(rule: Rule, empty: frozenset[tuple[str, int]] = frozenset()) -> l
     if rule.cidr is not None:
         versions = [rule.cidr.version]
     else:
-        versions = [v for v in (4, 6) if (rule.ref_group_id, v) not in empty]
+        peer_id = rule.ref_group_id or rule.prefix_list_id
+        versions = [v for v in (4, 6) if (peer_id, v) not in empty]
     lines = []
     for version in versions:
         match = _match(rule, version)
@@ -247,6 +268,8 @@ def rule_lines(rule: Rule, empty: frozenset[tuple[str, int]] = frozenset()) -> l
                 peer = f"meta nfproto ipv{version}"
             else:
                 peer = f"{ip} {where} {rule.cidr}"
+        elif rule.prefix_list_id is not None:
+            peer = f"{ip} {where} @{prefix_list_set(rule.prefix_list_id, version)}"
         else:
             assert rule.ref_group_id is not None
             peer = f"{ip} {where} @{member_set(rule.ref_group_id, version)}"
@@ -260,6 +283,24 @@ def _group_refs(group: Group | None) -> frozenset[str]:
     """The groups the rules of ``group`` name."""
     rules = group.rules if group is not None else ()
     return frozenset(r.ref_group_id for r in rules if r.ref_group_id is not None)
+
+
+def _prefix_list_refs(group: Group | None) -> frozenset[str]:
+    """The prefix lists the rules of ``group`` name."""
+    rules = group.rules if group is not None else ()
+    return frozenset(r.prefix_list_id for r in rules if r.prefix_list_id is not None)
+
+
+def _prefix_list_elements(state: State, prefix_list_id: str) -> tuple[list[str], list[str]]:
+    """The collapsed CIDRs (as text) of a prefix list, IPv4 and IPv6 (none if unknown)."""
+    plist = state.prefix_lists.get(prefix_list_id)
+    out: tuple[list[str], list[str]] = ([], [])
+    if plist is None:
+        return out
+    for version, found in ((4, out[0]), (6, out[1])):
+        nets = plist.of_version(version)
+        found += [str(n) for n in ipaddress.collapse_addresses(nets)]  # type: ignore[arg-type]
+    return out
 
 
 @functools.lru_cache(maxsize=1 << 15)
@@ -402,6 +443,8 @@ def compile_host(state: State, host: str, pieces: dict[Any, Any] | None = None) 
                     found[0].update(dict.fromkeys(piece.v4, ""))
                     found[1].update(dict.fromkeys(piece.v6, ""))
 
+    lists_of = {gid: _prefix_list_refs(group) for gid, group in used.items()}
+    plists = {pl: _prefix_list_elements(state, pl) for pls in lists_of.values() for pl in pls}
     group_chains: dict[str, Chain] = {}
     for gid, group in used.items():
         empty = frozenset(
@@ -409,6 +452,11 @@ def compile_host(state: State, host: str, pieces: dict[Any, Any] | None = None) 
             for ref in refs_of[gid]
             for v, members in ((4, referenced[ref][0]), (6, referenced[ref][1]))
             if not members
+        ) | frozenset(
+            (pl, v)
+            for pl in lists_of[gid]
+            for v, cidrs in ((4, plists[pl][0]), (6, plists[pl][1]))
+            if not cidrs
         )
         if group is None:
             chain_in, chain_out = _group_chains(gid, None, empty)
@@ -429,6 +477,12 @@ def compile_host(state: State, host: str, pieces: dict[Any, Any] | None = None) 
         if v6:
             name = member_set(ref, 6)
             sets[name] = NftSet(name, "ipv6_addr", MappingProxyType(v6))
+    for pl, (c4, c6) in plists.items():
+        for version, cidrs in ((4, c4), (6, c6)):
+            if cidrs:
+                name = prefix_list_set(pl, version)
+                kind = "ipv4_addr" if version == 4 else "ipv6_addr"
+                sets[name] = NftSet(name, kind, MappingProxyType(_keys(cidrs)), flags="interval")
     sets[INST_IFS] = NftSet(INST_IFS, "ifname", MappingProxyType(inst_ifs))
     sets[OWN_V4] = NftSet(OWN_V4, "ifname . ipv4_addr", MappingProxyType(own4))
     sets[OWN_V6] = NftSet(OWN_V6, "ifname . ipv6_addr", MappingProxyType(own6))
@@ -455,7 +509,7 @@ def plan(old: Ruleset, new: Ruleset) -> list[str]:
     dels: list[str] = []
     for name, s in new.sets.items():
         if name not in old.sets:
-            cmds.append(f"add {s.kind} {q} {name} {{ type {s.type}; }}")
+            cmds.append(f"add {s.kind} {q} {name} {{ {s.spec} }}")
     old_chains, new_chains = old.chains, new.chains
     cmds += [f"add chain {q} {n}" for n in new_chains if n not in old_chains]
 
@@ -468,6 +522,12 @@ def plan(old: Ruleset, new: Ruleset) -> list[str]:
         before_elems = before.elements if before is not None else empty
         if s.kind == "map":
             maps.append((s, before_elems))  # updated after the chains they point at are filled
+            continue
+        if s.flags and before is not None:  # intervals: refilled (old and new may overlap)
+            if dict(before_elems) != dict(s.elements):
+                cmds.append(f"flush set {q} {name}")
+                if s.elements:
+                    cmds.append(f"add element {q} {name} {{ {_elements(s, s.elements)} }}")
             continue
         added = s.elements.keys() - before_elems.keys()
         if added:

@@ -488,6 +488,8 @@ class _Applier:
             before = s.elements.get(key)
             if before is not None and (exclusive or before != value):
                 raise _Refused(f"Could not process rule: File exists (element {raw} of {name})")
+            if "interval" in s.flags and _overlapping(s, key) is not None:
+                raise _Refused(f"Error: interval overlaps with an existing one ({raw} in {name})")
             s.elements[key] = value
 
     # --- rules ---------------------------------------------------------------------------
@@ -594,11 +596,38 @@ def _check_type(s: FakeSet) -> None:
         raise _Refused(f"a set has no value type ({s.type!r}): did you mean a map?")
     if set(s.flags) - {"interval", "constant", "timeout", "dynamic"}:
         raise _Refused(f"unknown set flags {s.flags}")
-    if "interval" in s.flags:
-        raise _Refused("the fake does not support interval sets")
+    if "interval" in s.flags and (s.kind != "set" or tuple(s.key_types) not in _INTERVAL_TYPES):
+        raise _Refused("the fake supports interval sets of one address type only")
+
+
+_INTERVAL_TYPES = (("ipv4_addr",), ("ipv6_addr",))
+
+
+def _interval_key(s: FakeSet, text: str) -> str:
+    """A prefix of an interval set, canonical (a /32 or /128 as the bare address)."""
+    version = 4 if s.key_types[0] == "ipv4_addr" else 6
+    try:
+        net = ipaddress.ip_network(text.strip(), strict=False)
+    except ValueError:
+        raise _Refused(f"Error: {text!r} is not a {s.key_types[0]} prefix") from None
+    if net.version != version:
+        raise _Refused(f"Error: datatype mismatch: {text!r} is not a {s.key_types[0]}")
+    if net.prefixlen == net.max_prefixlen:
+        return str(net.network_address)
+    return str(net)
+
+
+def _overlapping(s: FakeSet, key: str) -> str | None:
+    new = ipaddress.ip_network(key)
+    for other in s.elements:
+        if other != key and ipaddress.ip_network(other).overlaps(new):
+            return other
+    return None
 
 
 def _element_key(s: FakeSet, text: str) -> str:
+    if "interval" in s.flags:
+        return _interval_key(s, text)
     parts = [p.strip() for p in _split_concat(text)]
     types = s.key_types
     if len(parts) != len(types):

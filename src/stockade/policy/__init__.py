@@ -9,6 +9,8 @@ Pure functions over plain values (``stockade.model``), no I/O. EC2's semantics:
 - protocol -1 matches everything; tcp/udp port ranges are inclusive; icmp type/code use -1
   as a wildcard; any other protocol number matches on the protocol alone;
 - protocol 1 (icmp) is ICMP for IPv4 and matches IPv4 flows only, 58 (icmpv6) IPv6 only;
+- a prefix-list peer matches the list's CIDRs of the flow's IP version (an unknown list
+  matches nothing);
 - a group reference matches the members' *private* addresses only: a flow carries the
   source address as the destination sees it (a public address after the edge's NAT), and
   the destination address as the source sent it.
@@ -189,6 +191,9 @@ def rule_matches(state: State, rule: Rule, flow: Flow, peer: IPAddress) -> bool:
             return False
     if rule.cidr is not None:
         return peer.version == rule.cidr.version and peer in rule.cidr
+    if rule.prefix_list_id is not None:
+        plist = state.prefix_lists.get(rule.prefix_list_id)
+        return plist is not None and plist.contains(peer)
     assert rule.ref_group_id is not None
     return peer in state.member_addresses(rule.ref_group_id, peer.version)
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import ipaddress
 import json
 import logging
 import os
@@ -33,9 +32,8 @@ import httpx
 
 from stockade.dataplane.agent import DEFAULT_RESYNC_INTERVAL, Agent
 from stockade.dataplane.netns import NetnsWorker
-from stockade.sandbox import guest_ssh, net
+from stockade.sandbox import guest_ssh, net, plumb
 from stockade.service import images
-from stockade.service.topology import ifname_for
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +54,7 @@ class Running:
     placement: dict[str, Any]
     procs: list[subprocess.Popen] = field(default_factory=list)
     launch_key: tuple[str, str] | None = None  # (key pair name, OpenSSH public key)
+    links: dict[str, plumb.Link] = field(default_factory=dict)  # by interface id
 
 
 def instance_netns(prefix: str, instance_id: str) -> str:
@@ -192,6 +191,7 @@ class HostDaemon:
                         self._build(p)
                     else:
                         self.running[iid].placement = p
+                        self._sync_links(self.running[iid])
                     if state == "pending":
                         self._report(iid, "running")
                 elif state in ("stopping", "shutting-down"):
@@ -214,20 +214,24 @@ class HostDaemon:
 
     def _build(self, p: dict[str, Any]) -> None:
         iid = p["instance_id"]
-        eni = p["interfaces"][0]
         ns = instance_netns(self.prefix, iid)
-        ifname = ifname_for(eni["network_interface_id"])
-        ip = eni["private_ip"]
-        prefixlen = ipaddress.ip_network(eni["subnet_cidr"]).prefixlen
+        links = [plumb.link_of(eni) for eni in p["interfaces"]]
         net.create(ns)
         net.resolv_conf(ns, RESOLVER)
-        net.veth(self.netns, ifname, ns, "eth0")
-        net.address(ns, "eth0", f"{ip}/{prefixlen}")
-        net.route(ns, f"{GATEWAY}/32", dev="eth0")
-        net.route(ns, "default", gateway=GATEWAY)
-        net.sysctl(self.netns, instance_link_sysctls(ifname))
-        net.address(self.netns, ifname, f"{GATEWAY}/32")
-        # the instance is reachable only once its groups are in this host's table
+        for link in links:
+            plumb.plumb(self.netns, ns, link)
+        self._wait_enforced()
+        for link in links:
+            plumb.route(self.netns, link)
+        primary = links[0]
+        inst = Running(iid, ns, primary.ifname, primary.ipv4[0], p)
+        inst.links = {link.interface_id: link for link in links}
+        self.running[iid] = inst
+        self._boot(inst)
+
+    def _wait_enforced(self) -> None:
+        """Until the agent has applied the control plane's current revision: a link gets
+        its routes only once its groups are in this host's table."""
         head = self.http.get("/_stockade/health").json()["revision"]
         deadline = time.monotonic() + 30
         # in slices: a sandbox stopping meanwhile must not wait out the 30 s
@@ -235,10 +239,24 @@ class HostDaemon:
             if self._stop.is_set() or time.monotonic() > deadline:
                 log.warning("%s: agent did not apply revision %s in time", self.name, head)
                 break
-        net.route(self.netns, f"{ip}/32", dev=ifname)
-        inst = Running(iid, ns, ifname, ip, p)
-        self.running[iid] = inst
-        self._boot(inst)
+
+    def _sync_links(self, inst: Running) -> None:
+        """Plumb interfaces attached since, unplumb those detached (or whose addresses
+        changed, to plumb them again)."""
+        wanted = {
+            link.interface_id: link for link in map(plumb.link_of, inst.placement["interfaces"])
+        }
+        gone = [i for i, link in inst.links.items() if wanted.get(i) != link]
+        for iface_id in gone:
+            plumb.unplumb(self.netns, inst.netns, inst.links.pop(iface_id))
+        new = [link for i, link in wanted.items() if i not in inst.links]
+        for link in new:
+            plumb.plumb(self.netns, inst.netns, link)
+        if new:
+            self._wait_enforced()
+        for link in new:
+            plumb.route(self.netns, link)
+            inst.links[link.interface_id] = link
 
     def _boot(self, inst: Running) -> None:
         """Start the image's services, then run the UserData as a shell script (cloud-init)."""
@@ -311,8 +329,8 @@ class HostDaemon:
 
     def _teardown(self, inst: Running, terminated: bool = False) -> None:
         self._kill(inst)
-        net.delete_route(self.netns, f"{inst.private_ip}/32")
-        net.delete_link(self.netns, inst.ifname)
+        for link in inst.links.values():
+            plumb.unplumb(self.netns, None, link)
         net.remove(inst.netns)
         if terminated:  # its host keys go with it; a stopped instance keeps them
             shutil.rmtree(self.logs / inst.instance_id, ignore_errors=True)
@@ -322,22 +340,12 @@ class HostDaemon:
     def by_private_ip(self, ip: str) -> Running | None:
         with self.lock:
             for inst in self.running.values():
-                if inst.private_ip == ip:
+                if inst.private_ip == ip or any(ip in k.ipv4 for k in inst.links.values()):
                     return inst
         return None
 
 
-def instance_link_sysctls(ifname: str) -> dict[str, int]:
-    """The host side of an instance's link: it answers ARP for every address (the instance
-    sends even its subnet neighbours' traffic here), at once. Linux delays proxy ARP
-    replies by a random time up to ``proxy_delay`` (0.8 s by default), which made the first
-    connection between two instances of a subnet take up to a second longer than the rule
-    that allowed it."""
-    return {
-        f"net.ipv4.conf.{ifname}.proxy_arp": 1,
-        f"net.ipv4.conf.{ifname}.rp_filter": 0,
-        f"net.ipv4.neigh.{ifname}.proxy_delay": 0,
-    }
+instance_link_sysctls = plumb.host_sysctls
 
 
 def _spawn(netns_name: str, argv: list[str], out: Any) -> subprocess.Popen:

@@ -36,7 +36,14 @@ def create(name: str) -> None:
             "net.ipv4.ip_forward": 1,
             "net.ipv4.conf.all.rp_filter": 0,
             "net.ipv4.conf.default.rp_filter": 0,
-            "net.ipv6.conf.all.disable_ipv6": 1,
+            # IPv6 routes like IPv4 (the VPCs' blocks); addresses are usable at once (no
+            # duplicate address detection) and no router advertisement changes a route
+            "net.ipv6.conf.all.disable_ipv6": 0,
+            "net.ipv6.conf.default.disable_ipv6": 0,
+            "net.ipv6.conf.all.forwarding": 1,
+            "net.ipv6.conf.all.accept_dad": 0,
+            "net.ipv6.conf.default.accept_dad": 0,
+            "net.ipv6.conf.default.accept_ra": 0,
         },
     )
 
@@ -103,12 +110,15 @@ def address(name: str, ifname: str, cidr: str) -> None:
             index=ns.link_lookup(ifname=ifname)[0],
             address=str(iface.ip),
             prefixlen=iface.network.prefixlen,
+            **({"flags": 0x02} if iface.version == 6 else {}),  # nodad
         )
 
 
 def route(name: str, dst: str, *, gateway: str | None = None, dev: str | None = None) -> None:
     """Add or replace a route (``dst`` "default" or a CIDR)."""
     spec: dict[str, object] = {"dst": dst}
+    if ":" in dst or (gateway is not None and ":" in gateway):
+        spec["family"] = 10
     with NetNS(name) as ns:
         if dev is not None:
             spec["oif"] = ns.link_lookup(ifname=dev)[0]
@@ -120,8 +130,9 @@ def route(name: str, dst: str, *, gateway: str | None = None, dev: str | None = 
 
 
 def delete_route(name: str, dst: str) -> None:
+    extra = {"family": 10} if ":" in dst else {}
     with NetNS(name) as ns, contextlib.suppress(Exception):
-        ns.route("del", dst=dst)
+        ns.route("del", dst=dst, **extra)
 
 
 def resolv_conf(name: str, nameserver: str) -> None:

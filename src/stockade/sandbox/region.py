@@ -52,6 +52,18 @@ def host_link(k: int) -> tuple[str, str]:
     return f"100.64.{k}.1", f"100.64.{k}.2"
 
 
+# IPv6: the VPCs' blocks (service/ipv6.py's pool) are routed like the private IPv4
+# addresses: the internet namespace sends them to the edge, the edge each /128 to its host
+IPV6_POOL = "fd00:ec2::/32"
+INET_EDGE6, EDGE_INET6 = "fdff:127::2", "fdff:127::1"
+OUTSIDE_GATEWAY6 = "fdff:ffff::1"
+
+
+def host_link6(k: int) -> tuple[str, str]:
+    """(edge side, host side) IPv6 addresses of host k's uplink."""
+    return f"fdff:64:{k}::1", f"fdff:64:{k}::2"
+
+
 @dataclass
 class SandboxInfo:
     """What `stockade exec/outside/down/status` need to find a running sandbox."""
@@ -91,17 +103,24 @@ def outside_netns(prefix: str, address: str) -> str:
 def ensure_outside(prefix: str, address: str) -> str:
     """A small namespace on the internet whose only address is ``address``."""
     ip = ipaddress.ip_address(address)
-    if ip.version != 4:
-        raise ValueError("outside clients are IPv4 in this sandbox")
+    address = str(ip)
     name = outside_netns(prefix, address)
     if net.exists(name):
         return name
     inet = f"{prefix}inet"
     if not net.exists(inet):
         raise RuntimeError("the sandbox is not running: start it with `stockade up`")
-    peer = "o" + format(int(ip), "08x")
+    peer = "o" + (format(int(ip), "08x") if ip.version == 4 else f"{int(ip) % (1 << 48):012x}")
     net.create(name)
     net.veth(inet, peer, name, "eth0")
+    if ":" in address:  # an IPv6 client: the gateway is an address of the link's far end
+        net.address(name, "eth0", f"{address}/128")
+        net.address(inet, peer, f"{OUTSIDE_GATEWAY6}/128")
+        net.route(name, f"{OUTSIDE_GATEWAY6}/128", dev="eth0")
+        net.route(name, "default", gateway=OUTSIDE_GATEWAY6)
+        net.route(inet, f"{address}/128", dev=peer)
+        net.resolv_conf(name, OUTSIDE_RESOLVER)
+        return name
     net.address(name, "eth0", f"{address}/32")
     net.route(name, f"{OUTSIDE_GATEWAY}/32", dev="eth0")
     net.route(name, "default", gateway=OUTSIDE_GATEWAY)
@@ -131,6 +150,10 @@ class Edge:
         net.address(inet, "edge", f"{INET_EDGE}/30")
         net.route(self.netns, "default", gateway=INET_EDGE)
         net.route(inet, self.public_pool, gateway=EDGE_INET)
+        net.address(self.netns, "inet", f"{EDGE_INET6}/64")
+        net.address(inet, "edge", f"{INET_EDGE6}/64")
+        net.route(self.netns, "default", gateway=INET_EDGE6)
+        net.route(inet, IPV6_POOL, gateway=EDGE_INET6)
         self.nft = Nft(self.netns)
 
     def attach_host(self, k: int, host_ns: str) -> None:
@@ -139,6 +162,10 @@ class Edge:
         net.address(self.netns, f"h{k}", f"{edge_ip}/30")
         net.address(host_ns, "up", f"{host_ip}/30")
         net.route(host_ns, "default", gateway=edge_ip)
+        edge6, host6 = host_link6(k)
+        net.address(self.netns, f"h{k}", f"{edge6}/64")
+        net.address(host_ns, "up", f"{host6}/64")
+        net.route(host_ns, "default", gateway=edge6)
 
     def apply(self, snapshot: dict[str, Any]) -> None:
         routes: dict[str, str] = {}
@@ -152,7 +179,10 @@ class Edge:
                 # one flat network: an address two VPCs both use cannot be routed twice
                 log.warning("edge: %s is used twice; %s is not routed", private, iface["id"])
                 continue
-            routes[f"{private}/32"] = host_link(k)[1]
+            for extra in iface["private_ipv4"]:
+                routes.setdefault(f"{extra}/32", host_link(k)[1])
+            for six in iface.get("private_ipv6") or ():
+                routes.setdefault(f"{six}/128", host_link6(k)[1])
             if iface.get("public_ipv4"):
                 nat[iface["public_ipv4"]] = private
         for dst in set(self.routes) - set(routes):

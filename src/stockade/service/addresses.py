@@ -27,10 +27,9 @@ from stockade.service.common import (
     Result,
     action,
     check_id,
-    matches,
     new_id,
-    parse_filters,
 )
+from stockade.service.describe import Describe
 from stockade.store import schema
 from stockade.store.db import utcnow
 
@@ -282,9 +281,16 @@ ADDRESS_FILTERS: FilterSpec = {
 }
 
 
-@action("DescribeAddresses", write=False)
-def describe_addresses(ctx: Ctx, p: Params) -> Result:
-    filters = parse_filters(p.get("filters"), ADDRESS_FILTERS)
+def _address_rows(ctx: Ctx, p: Params, pushed: dict[str, list[str]]) -> list[Row]:
+    """The addresses asked for by allocation id and public IP, else all the caller's."""
+    if not p.get("allocation_ids") and not p.get("public_ips"):
+        return list(
+            ctx.conn.execute(
+                select(schema.addresses)
+                .where(A.account_id == ctx.account_id, A.region == ctx.region)
+                .order_by(A.public_ip)
+            )
+        )
     rows = resources.get_many(ctx, p.get("allocation_ids") or [], "eipalloc")
     seen = {r.id for r in rows}
     for ip in dict.fromkeys(p.get("public_ips") or []):
@@ -292,20 +298,22 @@ def describe_addresses(ctx: Ctx, p: Params) -> Result:
         if row.id not in seen:
             rows.append(row)
             seen.add(row.id)
-    if not p.get("allocation_ids") and not p.get("public_ips"):
-        rows = list(
-            ctx.conn.execute(
-                select(schema.addresses)
-                .where(A.account_id == ctx.account_id, A.region == ctx.region)
-                .order_by(A.public_ip)
-            )
-        )
+    return rows
+
+
+def _address_results(ctx: Ctx, rows: list[Row]) -> list[Result]:
     eni_ids = [r.interface_id for r in rows if r.interface_id]
     enis = {
         e.id: e
         for e in ctx.conn.execute(select(schema.network_interfaces).where(N.id.in_(eni_ids)))
     }
     tags = resources.tags_for(ctx, [r.id for r in rows])
-    items = [address_result(ctx, r, enis.get(r.interface_id or ""), tags.get(r.id)) for r in rows]
-    items = [a for a in items if matches(a, filters, ADDRESS_FILTERS)]
-    return {"addresses": items}
+    return [address_result(ctx, r, enis.get(r.interface_id or ""), tags.get(r.id)) for r in rows]
+
+
+ADDRESSES = Describe("addresses", ADDRESS_FILTERS, _address_results, source=_address_rows)
+
+
+@action("DescribeAddresses", write=False)
+def describe_addresses(ctx: Ctx, p: Params) -> Result:
+    return ADDRESSES.run(ctx, p)

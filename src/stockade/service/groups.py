@@ -16,7 +16,7 @@ from sqlalchemy import Row, select, update
 
 from stockade import model
 from stockade.errors import ApiError
-from stockade.service import resources
+from stockade.service import prefixlists, resources
 from stockade.service.common import (
     Ctx,
     FilterSpec,
@@ -24,15 +24,11 @@ from stockade.service.common import (
     Result,
     action,
     check_id,
-    check_max_results,
     check_text,
-    decode_token,
-    exact_filter_values,
     matches,
     new_id,
-    paginate,
-    parse_filters,
 )
+from stockade.service.describe import Describe
 from stockade.store import schema
 from stockade.store.db import Sql, execute, execute_many, row_type
 
@@ -420,10 +416,10 @@ def specs_from_permissions(
             specs.append(RuleSpec(egress, proto, lo, hi, cidr_ipv6=cidr, description=desc))
             found = True
         for r in perm.get("prefix_list_ids") or ():
-            raise ApiError(
-                "InvalidPrefixListId.NotFound",
-                f"The prefix list '{r.get('prefix_list_id')}' does not exist",
-            )
+            pl_id = prefixlists.check_rule_prefix_list(ctx, r.get("prefix_list_id"))
+            desc = resources.description(r.get("description"))
+            specs.append(RuleSpec(egress, proto, lo, hi, prefix_list_id=pl_id, description=desc))
+            found = True
         for pair in perm.get("user_id_group_pairs") or ():
             ref = referenced_group(ctx, target, pair)
             specs.append(
@@ -459,6 +455,7 @@ def check_model_rule(group_id: str, spec: RuleSpec) -> model.Rule:
             if spec.cidr_ipv4 or spec.cidr_ipv6
             else None,
             ref_group_id=spec.ref_group_id,
+            prefix_list_id=spec.prefix_list_id,
         )
     except ValueError as err:
         raise ApiError("InvalidParameterValue", f"Invalid rule {spec.text()}: {err}") from None
@@ -807,73 +804,78 @@ def _groups_query(
     return Sql(sqlite, pg.replace("?", "%s"))
 
 
-# groups described at a time while looking for a page's worth that pass the filters
-_SCAN_CHUNK = 200
+_PUSHED = ("group-id", "group-name", "vpc-id")
+
+
+def _group_params(ctx: Ctx, pushed: dict[str, list[str]]) -> tuple[list[int | None], list[Any]]:
+    """The counts and parameters of :func:`_groups_query` for the pushed filter values."""
+    values = [pushed.get(name) for name in _PUSHED]
+    counts = [None if v is None else len(v) for v in values]
+    params: list[Any] = [ctx.account_id, ctx.region]
+    if values[1] is not None and values[0] is None:
+        params += params  # the VPCs' owner too (see _groups_query)
+    for v in values:
+        params += v or ()
+    return counts, params
+
+
+def _group_rows(ctx: Ctx, p: Params, pushed: dict[str, list[str]]) -> list[Row]:
+    counts, params = _group_params(ctx, pushed)
+    return GROUP_ROWS.rows(ctx.conn, _groups_query(*counts), params)
+
+
+def _group_scan(
+    ctx: Ctx, p: Params, pushed: dict[str, list[str]], after: str | None, limit: int
+) -> list[Row]:
+    counts, params = _group_params(ctx, pushed)
+    sql = _groups_query(*counts, after=after is not None, limit=True)
+    return GROUP_ROWS.rows(ctx.conn, sql, [*params, *(() if after is None else (after,)), limit])
+
+
+class _Groups(Describe):
+    def described(self, ctx: Ctx, rows: list[Any], filters: list[tuple[str, list]]) -> list[Result]:
+        """``rows`` described, those that pass ``filters`` (a filter on the group names of
+        rules' group pairs needs the names, which the result does not show)."""
+        groups = describe_groups(ctx, rows)
+        if any(name.endswith("group-name") and "." in name for name, _ in filters):
+            _fill_pair_names(ctx, groups)
+            groups = [g for g in groups if matches(g, filters, GROUP_FILTERS)]
+            for g in groups:
+                for d in ("ip_permissions", "ip_permissions_egress"):
+                    for perm in g[d]:
+                        for pair in perm["user_id_group_pairs"]:
+                            pair.pop("group_name", None)
+        elif filters:
+            groups = [g for g in groups if matches(g, filters, GROUP_FILTERS)]
+        return groups
+
+
+GROUPS = _Groups(
+    "security_groups",
+    GROUP_FILTERS,
+    describe_groups,
+    pushed={name: G.id for name in _PUSHED},  # (the SQL is _groups_query's)
+    sort="group_id",
+    source=_group_rows,
+    scan=_group_scan,
+)
 
 
 @action("DescribeSecurityGroups", write=False)
 def describe_security_groups(ctx: Ctx, p: Params) -> Result:
-    filters = parse_filters(p.get("filters"), GROUP_FILTERS)
-    max_results = check_max_results(p.get("max_results"))
     group_ids = p.get("group_ids") or []
     group_names = p.get("group_names") or []
-    if max_results is not None and (group_ids or group_names):
+    if not group_ids and not group_names:
+        return GROUPS.run(ctx, p)
+    GROUPS.parse(p)
+    if p.get("max_results") is not None:
         raise ApiError(
             "InvalidParameterCombination",
             "The parameter groupIds or groupNames cannot be used with the parameter maxResults",
         )
-    if group_ids or group_names:
-        rows = resources.get_many(ctx, group_ids, "sg")
-        rows += [group_by_name(ctx, n) for n in dict.fromkeys(group_names)]
-        groups = _described(ctx, rows, filters)
-        page, token = paginate(groups, "group_id", max_results, p.get("next_token"))
-        return {"security_groups": page, "next_token": token}
-    pushed = [
-        exact_filter_values(p.get("filters"), name) for name in ("group-id", "group-name", "vpc-id")
-    ]
-    counts = [None if v is None else len(v) for v in pushed]
-    params: list[Any] = [ctx.account_id, ctx.region]
-    if pushed[1] is not None and pushed[0] is None:
-        params += params  # the VPCs' owner too (see _groups_query)
-    for values in pushed:
-        params += values or ()
-    if max_results is None:
-        rows = GROUP_ROWS.rows(ctx.conn, _groups_query(*counts), params)
-        groups = _described(ctx, rows, filters)
-        page, token = paginate(groups, "group_id", None, p.get("next_token"))
-        return {"security_groups": page, "next_token": token}
-    # A page: groups are read in id order from where the token left off, and described only
-    # until the page (and one more, to know whether there is a next page) is full.
-    after = decode_token(p.get("next_token"), "group_id")
-    chunk = max_results + 1 if not filters else max(max_results + 1, _SCAN_CHUNK)
-    groups = []
-    while True:
-        sql = _groups_query(*counts, after=after is not None, limit=True)
-        rows = GROUP_ROWS.rows(
-            ctx.conn, sql, [*params, *(() if after is None else (after,)), chunk]
-        )
-        groups += _described(ctx, rows, filters)
-        if len(groups) > max_results or len(rows) < chunk:
-            break
-        after = rows[-1].id
-    page, token = paginate(groups, "group_id", max_results, None)
-    return {"security_groups": page, "next_token": token}
-
-
-def _described(ctx: Ctx, rows: list[Row], filters: list[tuple[str, list]]) -> list[Result]:
-    """``rows`` described, those that pass ``filters``."""
-    groups = describe_groups(ctx, rows)
-    if any(name.endswith("group-name") and "." in name for name, _ in filters):
-        _fill_pair_names(ctx, groups)
-        groups = [g for g in groups if matches(g, filters, GROUP_FILTERS)]
-        for g in groups:
-            for d in ("ip_permissions", "ip_permissions_egress"):
-                for perm in g[d]:
-                    for pair in perm["user_id_group_pairs"]:
-                        pair.pop("group_name", None)
-    elif filters:
-        groups = [g for g in groups if matches(g, filters, GROUP_FILTERS)]
-    return groups
+    rows = resources.get_many(ctx, group_ids, "sg")
+    rows += [group_by_name(ctx, n) for n in dict.fromkeys(group_names)]
+    return GROUPS.run(ctx, p, rows)
 
 
 def _authorize(ctx: Ctx, p: Params, egress: bool) -> Result:
@@ -994,23 +996,32 @@ def _rules_query(group_ids: int | None) -> Sql:
     return Sql(f"SELECT {RULE_ROWS.columns} FROM sg_rules WHERE {where} ORDER BY id")
 
 
+def _rule_rows(ctx: Ctx, p: Params, pushed: dict[str, list[str]]) -> list[Row]:
+    gids = pushed.get("group-id")
+    params = [ctx.account_id, ctx.region, *(gids or ())]
+    return RULE_ROWS.rows(ctx.conn, _rules_query(None if gids is None else len(gids)), params)
+
+
+def _rule_results(ctx: Ctx, rows: list[Row]) -> list[Result]:
+    tags = resources.tags_for(ctx, [r.id for r in rows])
+    return [rule_result(ctx, r, r.account_id, tags.get(r.id)) for r in rows]
+
+
+RULES = Describe(
+    "security_group_rules",
+    RULE_FILTERS,
+    _rule_results,
+    prefix="sgr",
+    ids="security_group_rule_ids",
+    pushed={"group-id": R.group_id},  # (the SQL is _rules_query's)
+    sort="security_group_rule_id",
+    source=_rule_rows,
+)
+
+
 @action("DescribeSecurityGroupRules", write=False)
 def describe_security_group_rules(ctx: Ctx, p: Params) -> Result:
-    filters = parse_filters(p.get("filters"), RULE_FILTERS)
-    max_results = check_max_results(p.get("max_results"))
-    if p.get("security_group_rule_ids"):
-        rows = resources.get_many(ctx, p["security_group_rule_ids"], "sgr")
-    else:
-        gids = exact_filter_values(p.get("filters"), "group-id")
-        params = [ctx.account_id, ctx.region, *(gids or ())]
-        sql = _rules_query(None if gids is None else len(gids))
-        rows = RULE_ROWS.rows(ctx.conn, sql, params)
-    tags = resources.tags_for(ctx, [r.id for r in rows])
-    items = [rule_result(ctx, r, r.account_id, tags.get(r.id)) for r in rows]
-    if filters:
-        items = [it for it in items if matches(it, filters, RULE_FILTERS)]
-    page, token = paginate(items, "security_group_rule_id", max_results, p.get("next_token"))
-    return {"security_group_rules": page, "next_token": token}
+    return RULES.run(ctx, p)
 
 
 @action("ModifySecurityGroupRules", write=True)

@@ -17,11 +17,8 @@ from stockade.service.common import (
     Result,
     action,
     check_id,
-    check_max_results,
-    matches,
-    paginate,
-    parse_filters,
 )
+from stockade.service.describe import Describe
 
 CATALOGUE_OWNER = "137112412989"  # the owner id EC2 shows for Amazon's public images
 CREATED = "2007-07-11T16:40:44.000Z"
@@ -137,31 +134,35 @@ IMAGE_FILTERS: FilterSpec = {
 }
 
 
-@action("DescribeImages", write=False)
-def describe_images(ctx: Ctx, p: Params) -> Result:
-    filters = parse_filters(p.get("filters"), IMAGE_FILTERS)
-    max_results = check_max_results(p.get("max_results"))
+def _image_ids(ctx: Ctx, p: Params, pushed: dict[str, list[str]]) -> list[str]:
+    """The catalogue images asked for (each must exist) that the owners and users allow."""
     ids = list(dict.fromkeys(p.get("image_ids") or []))
-    if ids and max_results is not None:
-        raise ApiError(
-            "InvalidParameterCombination",
-            "The parameter imagesSet cannot be used with the parameter maxResults",
-        )
     for image_id in ids:
         check_id(image_id, "ami", "InvalidAMIID.Malformed")
     missing = [i for i in ids if i not in CATALOGUE]
     if missing:
         raise _not_found(missing)
-    items = [image_result(i) for i in (ids or CATALOGUE)]
     owners = p.get("owners") or []
-    if owners:
-        # every catalogue image is Amazon's and public: "self" and other accounts own none
-        allowed = {"amazon", CATALOGUE_OWNER}
-        if not allowed & set(owners):
-            items = []
+    # every catalogue image is Amazon's and public: "self" and other accounts own none
+    if owners and not {"amazon", CATALOGUE_OWNER} & set(owners):
+        return []
     users = p.get("executable_users") or []
     if users and not {"all", "self", ctx.account_id} & set(users):
-        items = []
-    items = [i for i in items if matches(i, filters, IMAGE_FILTERS)]
-    page, token = paginate(items, "image_id", max_results, p.get("next_token"))
-    return {"images": page, "next_token": token}
+        return []
+    return ids or list(CATALOGUE)
+
+
+IMAGES = Describe(
+    "images",
+    IMAGE_FILTERS,
+    lambda ctx, ids: [image_result(i) for i in ids],
+    ids="image_ids",
+    ids_wire="imagesSet",
+    sort="image_id",
+    source=_image_ids,
+)
+
+
+@action("DescribeImages", write=False)
+def describe_images(ctx: Ctx, p: Params) -> Result:
+    return IMAGES.run(ctx, p)

@@ -37,7 +37,7 @@ from typing import Any
 from sqlalchemy import Row, func, insert, select, update
 
 from stockade.errors import ApiError
-from stockade.service import groups, images, interfaces, keypairs, resources
+from stockade.service import groups, images, interfaces, ipv6, keypairs, resources
 from stockade.service.common import (
     ZONE_LETTERS,
     Config,
@@ -46,13 +46,9 @@ from stockade.service.common import (
     Params,
     Result,
     action,
-    check_max_results,
-    exact_filter_values,
-    matches,
     new_id,
-    paginate,
-    parse_filters,
 )
+from stockade.service.describe import Describe
 from stockade.service.vpcs import zone_id
 from stockade.store import schema
 from stockade.store.db import Store, utcnow
@@ -170,8 +166,11 @@ def enter(ctx: Ctx, inst: Row, new: str, *, reason: str = USER_SHUTDOWN) -> Row:
         for eni in enis:
             interfaces.release_pool_ip(ctx, eni)
     elif new == "terminated":
-        for eni in enis:
-            interfaces.delete_interface(ctx, eni)
+        for eni in enis:  # an attached interface that outlives its instance is detached
+            if eni.delete_on_termination:
+                interfaces.delete_interface(ctx, eni)
+            else:
+                interfaces.detach(ctx, eni)
     ctx.log(
         "instance.state",
         inst.id,
@@ -228,8 +227,11 @@ def placement(ctx: Ctx, inst: Row) -> dict[str, Any]:
                 "device_index": v.row.device_index,
                 "mac_address": v.row.mac_address,
                 "private_ip": v.row.private_ip,
+                "secondary_ips": interfaces.secondary_ips(v.row),
+                "ipv6_addresses": interfaces.ipv6_of(v.row),
                 "subnet_id": v.row.subnet_id,
                 "subnet_cidr": subnet.cidr if subnet is not None else None,
+                "subnet_ipv6_cidr": str(ipv6.ipv6_block(ctx, v.row.subnet_id) or "") or None,
                 "vpc_id": v.row.vpc_id,
                 "public_ip": v.public_ip,
                 "group_ids": [g["group_id"] for g in v.groups],
@@ -540,34 +542,23 @@ _SQL_FILTERS = (
 )
 
 
-def _no_max_with_ids(p: Params, ids_param: str) -> None:
-    if p.get("instance_ids") and p.get("max_results") is not None:
-        raise ApiError(
-            "InvalidParameterCombination",
-            f"The parameter {ids_param} cannot be used with the parameter maxResults",
-        )
-
-
-def _rows(ctx: Ctx, p: Params) -> list[Row]:
-    if p.get("instance_ids"):
-        return resources.get_many(ctx, p["instance_ids"], "i")
-    q = select(schema.instances).where(I.account_id == ctx.account_id, I.region == ctx.region)
-    for name, col in _SQL_FILTERS:
-        values = exact_filter_values(p.get("filters"), name)
-        if values is not None:
-            q = q.where(col.in_(values))
-    return list(ctx.conn.execute(q))
+INSTANCES = Describe(
+    "reservations",
+    INSTANCE_FILTERS,
+    describe_rows,
+    table=schema.instances,
+    prefix="i",
+    ids="instance_ids",
+    ids_wire="instancesSet",
+    pushed=dict(_SQL_FILTERS),
+    sort="_sort",
+    finish=group_reservations,
+)
 
 
 @action("DescribeInstances", write=False)
 def describe_instances(ctx: Ctx, p: Params) -> Result:
-    filters = parse_filters(p.get("filters"), INSTANCE_FILTERS)
-    max_results = check_max_results(p.get("max_results"))
-    _no_max_with_ids(p, "instancesSet")
-    items = describe_rows(ctx, _rows(ctx, p))
-    items = [i for i in items if matches(i, filters, INSTANCE_FILTERS)]
-    page, token = paginate(items, "_sort", max_results, p.get("next_token"))
-    return {"reservations": group_reservations(page), "next_token": token}
+    return INSTANCES.run(ctx, p)
 
 
 # --- RunInstances ---------------------------------------------------------------------------
@@ -651,24 +642,34 @@ def _launch_groups(ctx: Ctx, subnet: Row, names: list, ids: list) -> list[Row]:
     return chosen
 
 
-def _network_spec(p: Params) -> Params:
-    """RunInstances' networking, from the flat parameters or one NetworkInterfaces entry."""
+def _network_spec(p: Params) -> list[Params]:
+    """RunInstances' networking, from the flat parameters or the NetworkInterfaces entries
+    (one per interface to create; the one at device index 0 is the primary)."""
     specs = p.get("network_interfaces") or []
     if not specs:
-        return {
-            "subnet_id": p.get("subnet_id"),
-            "group_ids": p.get("security_group_ids") or [],
-            "group_names": p.get("security_groups") or [],
-            "private_ip": p.get("private_ip_address"),
-            "public": None,
-            "description": "",
-            "delete_on_termination": True,
-        }
+        return [
+            {
+                "device_index": 0,
+                "subnet_id": p.get("subnet_id"),
+                "group_ids": p.get("security_group_ids") or [],
+                "group_names": p.get("security_groups") or [],
+                "private_ip": p.get("private_ip_address"),
+                "addresses": [],
+                "secondary_count": None,
+                "ipv6_addresses": p.get("ipv6_addresses") or [],
+                "ipv6_count": p.get("ipv6_address_count"),
+                "public": None,
+                "description": "",
+                "delete_on_termination": True,
+            }
+        ]
     for flat, wire in (
         ("subnet_id", "SubnetId"),
         ("security_group_ids", "SecurityGroupIds"),
         ("security_groups", "SecurityGroups"),
         ("private_ip_address", "PrivateIpAddress"),
+        ("ipv6_addresses", "Ipv6Addresses"),
+        ("ipv6_address_count", "Ipv6AddressCount"),
     ):
         if p.get(flat):
             raise ApiError(
@@ -676,31 +677,78 @@ def _network_spec(p: Params) -> Params:
                 f"Network interfaces and an instance-level {wire} may not be specified on the "
                 "same request",
             )
-    if len(specs) > 1 or (specs[0].get("device_index") or 0) != 0:
-        raise ApiError(
-            "UnsupportedOperation",
-            "Stockade instances have one network interface (device index 0).",
+    out: list[Params] = []
+    seen: set[int] = set()
+    for position, spec in enumerate(specs):
+        index = spec.get("device_index")
+        if index is None:
+            index = position
+        if not isinstance(index, int) or not 0 <= index < interfaces.MAX_INTERFACES_PER_INSTANCE:
+            raise ApiError(
+                "InvalidParameterValue",
+                f"Value ({index}) for parameter DeviceIndex is invalid.",
+            )
+        if index in seen:
+            raise ApiError(
+                "InvalidParameterValue",
+                f"Each network interface requires a unique device index ({index}).",
+            )
+        seen.add(index)
+        if spec.get("network_interface_id"):
+            raise ApiError(
+                "UnsupportedOperation",
+                "Stockade creates the interfaces of RunInstances itself; attach an existing "
+                "NetworkInterfaceId with AttachNetworkInterface after the launch.",
+            )
+        if index != 0 and spec.get("associate_public_ip_address"):
+            raise ApiError(
+                "InvalidParameterCombination",
+                "The associatePublicIPAddress parameter cannot be specified when launching "
+                "with multiple network interfaces.",
+            )
+        out.append(
+            {
+                "device_index": index,
+                "subnet_id": spec.get("subnet_id"),
+                "group_ids": spec.get("groups") or [],
+                "group_names": [],
+                "private_ip": spec.get("private_ip_address"),
+                "addresses": spec.get("private_ip_addresses") or [],
+                "secondary_count": spec.get("secondary_private_ip_address_count"),
+                "ipv6_addresses": spec.get("ipv6_addresses") or [],
+                "ipv6_count": spec.get("ipv6_address_count"),
+                "public": spec.get("associate_public_ip_address"),
+                "description": resources.description(spec.get("description")) or "",
+                "delete_on_termination": spec.get("delete_on_termination") is not False,
+            }
         )
-    spec = specs[0]
-    if spec.get("network_interface_id"):
+    if 0 not in seen:
         raise ApiError(
-            "UnsupportedOperation",
-            "Stockade creates the primary network interface with the instance; "
-            "an existing NetworkInterfaceId cannot be attached.",
+            "InvalidParameterValue", "The network interface at device index 0 is required."
         )
-    addresses = spec.get("private_ip_addresses") or []
-    private_ip = spec.get("private_ip_address") or next(
-        (a.get("private_ip_address") for a in addresses if a.get("primary")), None
-    )
-    return {
-        "subnet_id": spec.get("subnet_id"),
-        "group_ids": spec.get("groups") or [],
-        "group_names": [],
-        "private_ip": private_ip,
-        "public": spec.get("associate_public_ip_address"),
-        "description": resources.description(spec.get("description")) or "",
-        "delete_on_termination": spec.get("delete_on_termination") is not False,
-    }
+    return sorted(out, key=lambda n: n["device_index"])
+
+
+def _extra_interface(ctx: Ctx, primary: Row, spec: Params) -> tuple[Params, Row, list[Row]]:
+    """A launch interface beyond the primary: its subnet (in the primary's zone) and groups."""
+    if not spec["subnet_id"]:
+        raise ApiError(
+            "MissingParameter",
+            f"The network interface at device index {spec['device_index']} needs a SubnetId.",
+        )
+    subnet = resources.get(ctx, spec["subnet_id"], "subnet")
+    if subnet.availability_zone != primary.availability_zone:
+        raise ApiError(
+            "InvalidParameterCombination",
+            "The network interfaces of an instance must be in one availability zone "
+            f"({subnet.id} is in {subnet.availability_zone}, {primary.id} in "
+            f"{primary.availability_zone}).",
+        )
+    if spec["group_ids"]:
+        rows = interfaces.groups_by_ids(ctx, subnet.vpc_id, spec["group_ids"], subnet.id)
+    else:
+        rows = [interfaces.default_group(ctx, subnet.vpc_id)]
+    return spec, subnet, rows
 
 
 def _request_hash(p: Params) -> str:
@@ -800,7 +848,7 @@ def run_instances(ctx: Ctx, p: Params) -> Result:
             "InvalidParameterValue",
             f"Value ({behaviour}) for parameter instanceInitiatedShutdownBehavior is invalid.",
         )
-    for unsupported in ("ipv6_address_count", "ipv6_addresses", "launch_template"):
+    for unsupported in ("launch_template",):
         if p.get(unsupported):
             raise ApiError(
                 "UnsupportedOperation", f"Stockade does not support {unsupported} on launch."
@@ -808,9 +856,17 @@ def run_instances(ctx: Ctx, p: Params) -> Result:
     zone = (p.get("placement") or {}).get("availability_zone")
     if zone is not None and zone not in _zones(ctx):
         raise ApiError("InvalidParameterValue", f"Invalid availability zone: [{zone}]")
-    net = _network_spec(p)
+    nets = _network_spec(p)
+    net = nets[0]
     subnet = _subnet(ctx, net["subnet_id"], zone)
     group_rows = _launch_groups(ctx, subnet, net["group_names"], net["group_ids"])
+    extras = [_extra_interface(ctx, subnet, n) for n in nets[1:]]
+    explicit = any(n["private_ip"] or n["addresses"] or n["ipv6_addresses"] for n in nets)
+    if explicit and max_count > 1:
+        raise ApiError(
+            "InvalidParameterCombination",
+            "Private or IPv6 addresses can only be given when launching one instance.",
+        )
     tag_specs = _tag_specs(p)
 
     room = ctx.config.max_instances - active_count(ctx)
@@ -873,16 +929,58 @@ def run_instances(ctx: Ctx, p: Params) -> Result:
                 host=None,
             )
         )
+        if net["addresses"] or net["secondary_count"] or extras:
+            # addresses beyond one primary per instance: taken as each instance is made
+            primary, secondary, v6 = interfaces.plan_addresses(
+                ctx,
+                subnet,
+                primary=net["private_ip"],
+                listed=net["addresses"],
+                secondary_count=net["secondary_count"],
+                ipv6_listed=net["ipv6_addresses"],
+                ipv6_count=net["ipv6_count"],
+            )
+        else:
+            primary, secondary = ips[index], []
+            v6 = interfaces.plan_ipv6(ctx, subnet, net["ipv6_addresses"], net["ipv6_count"])
         eni = interfaces.create_interface(
             ctx,
             subnet,
             group_rows,
-            ips[index],
+            primary,
             instance_id=instance_id,
             wants_public_ip=wants_public,
             description=net["description"],
             delete_on_termination=net["delete_on_termination"],
+            secondary=secondary,
+            ipv6=v6,
         )
+        for spec, extra_subnet, extra_groups in extras:
+            first, more, more_v6 = interfaces.plan_addresses(
+                ctx,
+                extra_subnet,
+                primary=spec["private_ip"],
+                listed=spec["addresses"],
+                secondary_count=spec["secondary_count"],
+                ipv6_listed=spec["ipv6_addresses"],
+                ipv6_count=spec["ipv6_count"],
+            )
+            extra = interfaces.create_interface(
+                ctx,
+                extra_subnet,
+                extra_groups,
+                first,
+                instance_id=instance_id,
+                device_index=spec["device_index"],
+                description=spec["description"],
+                delete_on_termination=spec["delete_on_termination"],
+                secondary=more,
+                ipv6=more_v6,
+            )
+            if tag_specs["network-interface"]:
+                resources.set_tags(
+                    ctx, extra.id, "network-interface", tag_specs["network-interface"]
+                )
         ctx.log(
             "instance.created",
             instance_id,
@@ -1029,32 +1127,41 @@ STATUS_FILTERS: FilterSpec = {
 }
 
 
+def _statuses(ctx: Ctx, rows: list[Row]) -> list[Result]:
+    return [
+        {
+            "availability_zone": r.availability_zone,
+            "availability_zone_id": zone_id(ctx.region, r.availability_zone[-1]),
+            "events": [],
+            "instance_id": r.id,
+            "instance_state": state_of(r.state),
+            "instance_status": _summary(r.state == "running"),
+            "system_status": _summary(r.state == "running"),
+        }
+        for r in rows
+    ]
+
+
+def _status_rows(ctx: Ctx, p: Params, pushed: dict[str, list[str]]) -> list[Row]:
+    rows = INSTANCES.rows(ctx, {"instance_ids": p.get("instance_ids")}, [])
+    everything = bool(p.get("include_all_instances"))
+    return [r for r in rows if r.state != "terminated" and (r.state == "running" or everything)]
+
+
+INSTANCE_STATUSES = Describe(
+    "instance_statuses",
+    STATUS_FILTERS,
+    _statuses,
+    ids="instance_ids",
+    ids_wire="instancesSet",
+    sort="instance_id",
+    source=_status_rows,
+)
+
+
 @action("DescribeInstanceStatus", write=False)
 def describe_instance_status(ctx: Ctx, p: Params) -> Result:
-    filters = parse_filters(p.get("filters"), STATUS_FILTERS)
-    max_results = check_max_results(p.get("max_results"))
-    _no_max_with_ids(p, "instancesSet")
-    rows = _rows(ctx, {"instance_ids": p.get("instance_ids")})
-    everything = bool(p.get("include_all_instances"))
-    items = []
-    for r in rows:
-        if r.state == "terminated" or (r.state != "running" and not everything):
-            continue
-        running = r.state == "running"
-        items.append(
-            {
-                "availability_zone": r.availability_zone,
-                "availability_zone_id": zone_id(ctx.region, r.availability_zone[-1]),
-                "events": [],
-                "instance_id": r.id,
-                "instance_state": state_of(r.state),
-                "instance_status": _summary(running),
-                "system_status": _summary(running),
-            }
-        )
-    items = [i for i in items if matches(i, filters, STATUS_FILTERS)]
-    page, token = paginate(items, "instance_id", max_results, p.get("next_token"))
-    return {"instance_statuses": page, "next_token": token}
+    return INSTANCE_STATUSES.run(ctx, p)
 
 
 # --- attributes -----------------------------------------------------------------------------

@@ -34,13 +34,9 @@ from stockade.service.common import (
     Params,
     Result,
     action,
-    check_max_results,
-    exact_filter_values,
-    matches,
     new_id,
-    paginate,
-    parse_filters,
 )
+from stockade.service.describe import Describe
 from stockade.store import schema
 from stockade.store.db import Sql, execute, utcnow
 
@@ -228,8 +224,32 @@ def _usable(subnet: Row) -> tuple[ipaddress.IPv4Network, int, int]:
     return net, base + 4, base + net.num_addresses - 2  # EC2 keeps the first 4 and the last
 
 
+def secondary_ips(row: Row) -> list[str]:
+    return list(row.secondary_ips or [])
+
+
+def ipv6_of(row: Row) -> list[str]:
+    return list(row.ipv6_addresses or [])
+
+
 def private_ips_in_use(ctx: Ctx, subnet_id: str) -> set[str]:
-    return set(ctx.conn.execute(select(N.private_ip).where(N.subnet_id == subnet_id)).scalars())
+    used: set[str] = set()
+    for ip, more in ctx.conn.execute(
+        select(N.private_ip, N.secondary_ips).where(N.subnet_id == subnet_id)
+    ):
+        used.add(ip)
+        used.update(more or ())
+    return used
+
+
+def ipv6_in_use(ctx: Ctx) -> set[str]:
+    """Every IPv6 address of an interface of the region (any account)."""
+    used: set[str] = set()
+    for (more,) in ctx.conn.execute(
+        select(N.ipv6_addresses).where(N.region == ctx.region, N.ipv6_addresses.is_not(None))
+    ):
+        used.update(more or ())
+    return used
 
 
 def region_ips_in(ctx: Ctx, net: ipaddress.IPv4Network) -> set[str]:
@@ -239,8 +259,14 @@ def region_ips_in(ctx: Ctx, net: ipaddress.IPv4Network) -> set[str]:
     addresses unique in a region let the one-machine sandbox route every VPC on one flat
     network (each account's default VPC is 172.31.0.0/16).
     """
-    rows = ctx.conn.execute(select(N.private_ip).where(N.region == ctx.region)).scalars()
-    return {ip for ip in rows if ipaddress.IPv4Address(ip) in net}
+    found: set[str] = set()
+    for ip, more in ctx.conn.execute(
+        select(N.private_ip, N.secondary_ips).where(N.region == ctx.region)
+    ):
+        for one in (ip, *(more or ())):
+            if ipaddress.IPv4Address(one) in net:
+                found.add(one)
+    return found
 
 
 def free_private_ips(ctx: Ctx, subnet: Row, count: int) -> list[str]:
@@ -297,6 +323,8 @@ def create_interface(
     wants_public_ip: bool = False,
     description: str = "",
     delete_on_termination: bool = True,
+    secondary: list[str] | None = None,
+    ipv6: list[str] | None = None,
 ) -> Row:
     eni_id = new_id("eni")
     now = utcnow()
@@ -321,6 +349,8 @@ def create_interface(
             source_dest_check=True,
             delete_on_termination=delete_on_termination,
             created_at=now,
+            secondary_ips=list(secondary or []),
+            ipv6_addresses=list(ipv6 or []),
         )
     )
     eni = get_row(ctx, eni_id)
@@ -334,6 +364,8 @@ def create_interface(
         private_ip=private_ip,
         mac_address=eni.mac_address,
         group_ids=[g.id for g in group_rows],
+        secondary_ips=list(secondary or []),
+        ipv6_addresses=list(ipv6 or []),
     )
     return eni
 
@@ -502,6 +534,26 @@ def _association(ctx: Ctx, v: View, *, full: bool) -> Result | None:
     return out
 
 
+def _private_addresses(ctx: Ctx, r: Row, assoc: Result | None, dns: str) -> list[Result]:
+    out: list[Result] = [
+        {
+            "association": assoc,
+            "primary": True,
+            "private_dns_name": dns,
+            "private_ip_address": r.private_ip,
+        }
+    ]
+    for ip in secondary_ips(r):
+        out.append(
+            {
+                "primary": False,
+                "private_dns_name": private_dns(ctx.region, ip),
+                "private_ip_address": ip,
+            }
+        )
+    return out
+
+
 def instance_interface_result(ctx: Ctx, v: View) -> Result:
     """The InstanceNetworkInterface shape (inside DescribeInstances)."""
     r = v.row
@@ -519,20 +571,13 @@ def instance_interface_result(ctx: Ctx, v: View) -> Result:
         },
         "description": r.description,
         "groups": v.groups,
-        "ipv6_addresses": [],
+        "ipv6_addresses": [{"ipv6_address": a} for a in ipv6_of(r)],
         "mac_address": r.mac_address,
         "network_interface_id": r.id,
         "owner_id": r.account_id,
         "private_dns_name": dns,
         "private_ip_address": r.private_ip,
-        "private_ip_addresses": [
-            {
-                "association": assoc,
-                "primary": True,
-                "private_dns_name": dns,
-                "private_ip_address": r.private_ip,
-            }
-        ],
+        "private_ip_addresses": _private_addresses(ctx, r, assoc, dns),
         "source_dest_check": r.source_dest_check,
         "status": r.status,
         "subnet_id": r.subnet_id,
@@ -553,21 +598,14 @@ def interface_result(ctx: Ctx, v: View) -> Result:
         "description": r.description,
         "groups": v.groups,
         "interface_type": "interface",
-        "ipv6_addresses": [],
+        "ipv6_addresses": [{"ipv6_address": a} for a in ipv6_of(r)],
         "mac_address": r.mac_address,
         "network_interface_id": r.id,
         "owner_id": r.account_id,
         "private_dns_name": dns,
         "public_dns_name": assoc["public_dns_name"] if assoc else None,
         "private_ip_address": r.private_ip,
-        "private_ip_addresses": [
-            {
-                "association": assoc,
-                "primary": True,
-                "private_dns_name": dns,
-                "private_ip_address": r.private_ip,
-            }
-        ],
+        "private_ip_addresses": _private_addresses(ctx, r, assoc, dns),
         "requester_managed": False,
         "source_dest_check": r.source_dest_check,
         "status": r.status,
@@ -632,42 +670,43 @@ INTERFACE_FILTERS: FilterSpec = {
     "interface-type": lambda i: [i["interface_type"]],
     "requester-managed": lambda i: [i["requester_managed"]],
     "source-dest-check": lambda i: [i["source_dest_check"]],
+    "ipv6-addresses.ipv6-address": lambda i: [a["ipv6_address"] for a in i["ipv6_addresses"]],
 }
+
+
+def _interface_results(ctx: Ctx, rows: list[Row]) -> list[Result]:
+    return [interface_result(ctx, v) for v in views(ctx, rows)]
+
+
+def _tag_set(page: list[Result]) -> list[Result]:
+    for item in page:
+        item["tag_set"] = item.pop("tags")
+    return page
+
+
+INTERFACES = Describe(
+    "network_interfaces",
+    INTERFACE_FILTERS,
+    _interface_results,
+    table=schema.network_interfaces,
+    prefix="eni",
+    ids="network_interface_ids",
+    ids_wire="networkInterfaceIdSet",
+    pushed={
+        "network-interface-id": N.id,
+        "subnet-id": N.subnet_id,
+        "vpc-id": N.vpc_id,
+        "attachment.instance-id": N.instance_id,
+        "private-ip-address": N.private_ip,
+    },
+    sort="network_interface_id",
+    finish=_tag_set,
+)
 
 
 @action("DescribeNetworkInterfaces", write=False)
 def describe_network_interfaces(ctx: Ctx, p: Params) -> Result:
-    filters = parse_filters(p.get("filters"), INTERFACE_FILTERS)
-    max_results = check_max_results(p.get("max_results"))
-    ids = p.get("network_interface_ids") or []
-    if ids and max_results is not None:
-        raise ApiError(
-            "InvalidParameterCombination",
-            "The parameter networkInterfaceIdSet cannot be used with the parameter maxResults",
-        )
-    if ids:
-        rows = resources.get_many(ctx, ids, "eni")
-    else:
-        q = select(schema.network_interfaces).where(
-            N.account_id == ctx.account_id, N.region == ctx.region
-        )
-        for name, col in (
-            ("network-interface-id", N.id),
-            ("subnet-id", N.subnet_id),
-            ("vpc-id", N.vpc_id),
-            ("attachment.instance-id", N.instance_id),
-            ("private-ip-address", N.private_ip),
-        ):
-            values = exact_filter_values(p.get("filters"), name)
-            if values is not None:
-                q = q.where(col.in_(values))
-        rows = list(ctx.conn.execute(q))
-    items = [interface_result(ctx, v) for v in views(ctx, rows)]
-    items = [i for i in items if matches(i, filters, INTERFACE_FILTERS)]
-    page, token = paginate(items, "network_interface_id", max_results, p.get("next_token"))
-    for item in page:
-        item["tag_set"] = item.pop("tags")
-    return {"network_interfaces": page, "next_token": token}
+    return INTERFACES.run(ctx, p)
 
 
 def groups_for_request(ctx: Ctx, eni: Row, ids: list) -> list[Row]:
@@ -731,4 +770,498 @@ def modify_network_interface_attribute(ctx: Ctx, p: Params) -> Result:
     if values:
         ctx.conn.execute(update(schema.network_interfaces).where(N.id == eni.id).values(**values))
         ctx.log("interface.attribute", eni.id, **{k: v for k, v in values.items()})
+    return {}
+
+
+# --- interfaces as resources ----------------------------------------------------------------
+
+MAX_INTERFACES_PER_INSTANCE = 8
+MAX_ADDRESSES_PER_INTERFACE = 50  # private IPv4 addresses (primary included); IPv6 alike
+
+
+def _count(value: object, wire: str) -> int:
+    if not isinstance(value, int) or value < 0:
+        raise ApiError(
+            "InvalidParameterValue",
+            f"Value ({value}) for parameter {wire} is invalid. Expected a positive integer.",
+        )
+    return value
+
+
+def _check_address_count(count: int, what: str = "private IP addresses") -> None:
+    if count > MAX_ADDRESSES_PER_INTERFACE:
+        raise ApiError(
+            "PrivateIpAddressLimitExceeded",
+            f"Number of {what} exceeds the limit of {MAX_ADDRESSES_PER_INTERFACE} per "
+            "network interface.",
+        )
+
+
+def plan_addresses(
+    ctx: Ctx,
+    subnet: Row,
+    *,
+    primary: object = None,
+    listed: list | None = None,
+    secondary_count: object = None,
+    ipv6_listed: list | None = None,
+    ipv6_count: object = None,
+) -> tuple[str, list[str], list[str]]:
+    """The primary, secondary and IPv6 addresses a new interface gets (EC2's rules)."""
+    listed = listed or []
+    primaries = [a.get("private_ip_address") for a in listed if a.get("primary")]
+    if len(primaries) > 1:
+        raise ApiError(
+            "InvalidParameterValue", "Only one primary private IP address can be specified."
+        )
+    if primary is not None and primaries and primaries[0] != primary:
+        raise ApiError(
+            "InvalidParameterCombination",
+            "The primary private IP address given in PrivateIpAddress and in "
+            "PrivateIpAddresses differ.",
+        )
+    primary = primary if primary is not None else (primaries[0] if primaries else None)
+    wanted = [a.get("private_ip_address") for a in listed if not a.get("primary")]
+    if any(w is None for w in wanted):
+        raise ApiError(
+            "MissingParameter", "The request must contain the parameter PrivateIpAddress"
+        )
+    if secondary_count is not None and wanted:
+        raise ApiError(
+            "InvalidParameterCombination",
+            "SecondaryPrivateIpAddressCount cannot be given with secondary PrivateIpAddresses.",
+        )
+    extra = _count(secondary_count, "SecondaryPrivateIpAddressCount") if secondary_count else 0
+    _check_address_count(1 + len(wanted) + extra)
+    chosen: list[str] = []
+    used = private_ips_in_use(ctx, subnet.id)
+    for ip in [primary, *wanted] if primary is not None else wanted:
+        checked = check_private_ip(ctx, subnet, ip)
+        if checked in chosen:
+            raise ApiError("InvalidParameterValue", f"The address {checked} is given twice.")
+        chosen.append(checked)
+    need = (0 if primary is not None else 1) + extra
+    if need:
+        pool = [ip for ip in free_private_ips(ctx, subnet, need + len(chosen)) if ip not in chosen]
+        if len(pool) < need:
+            raise ApiError(
+                "InsufficientFreeAddressesInSubnet",
+                f"There are not enough free addresses in subnet '{subnet.id}' to satisfy the "
+                "requested number of addresses.",
+            )
+        if primary is None:
+            chosen.insert(0, pool.pop(0))
+        chosen += pool[:extra]
+    del used
+    v6 = plan_ipv6(ctx, subnet, ipv6_listed, ipv6_count)
+    return chosen[0], chosen[1:], v6
+
+
+def plan_ipv6(ctx: Ctx, subnet: Row, listed: list | None, count: object) -> list[str]:
+    from stockade.service import ipv6
+
+    listed = [a.get("ipv6_address") if isinstance(a, dict) else a for a in listed or []]
+    if listed and count:
+        raise ApiError(
+            "InvalidParameterCombination",
+            "Ipv6Addresses and Ipv6AddressCount cannot both be given.",
+        )
+    n = _count(count, "Ipv6AddressCount") if count else 0
+    if not listed and not n:
+        return []
+    _check_address_count(len(listed) + n, "IPv6 addresses")
+    used = ipv6_in_use(ctx)
+    out: list[str] = []
+    for value in listed:
+        ip = ipv6.check_ipv6_address(ctx, subnet, value, used | set(out))
+        out.append(ip)
+    if n:
+        out += ipv6.free_ipv6(ctx, subnet, n, used)
+    return out
+
+
+def _groups_for_new(ctx: Ctx, subnet: Row, ids: list) -> list[Row]:
+    if not ids:
+        return [default_group(ctx, subnet.vpc_id)]
+    return groups_by_ids(ctx, subnet.vpc_id, ids, subnet.id)
+
+
+def _describe_one(ctx: Ctx, eni_id: str) -> Result:
+    (item,) = _interface_results(ctx, [get_row(ctx, eni_id)])
+    item["tag_set"] = item.pop("tags")
+    return item
+
+
+@action("CreateNetworkInterface", write=True)
+def create_network_interface(ctx: Ctx, p: Params) -> Result:
+    subnet = resources.get(ctx, p.get("subnet_id"), "subnet")
+    if p.get("interface_type") not in (None, "interface"):
+        raise ApiError(
+            "InvalidParameterValue",
+            f"Value ({p['interface_type']}) for parameter InterfaceType is invalid: "
+            "Stockade makes plain interfaces only.",
+        )
+    for unsupported in ("ipv4_prefixes", "ipv4_prefix_count", "ipv6_prefixes", "ipv6_prefix_count"):
+        if p.get(unsupported):
+            raise ApiError(
+                "UnsupportedOperation", f"Stockade does not support {unsupported} on interfaces."
+            )
+    rows = _groups_for_new(ctx, subnet, p.get("groups") or [])
+    primary, secondary, v6 = plan_addresses(
+        ctx,
+        subnet,
+        primary=p.get("private_ip_address"),
+        listed=p.get("private_ip_addresses"),
+        secondary_count=p.get("secondary_private_ip_address_count"),
+        ipv6_listed=p.get("ipv6_addresses"),
+        ipv6_count=p.get("ipv6_address_count"),
+    )
+    eni = create_interface(
+        ctx,
+        subnet,
+        rows,
+        primary,
+        instance_id=None,
+        description=resources.description(p.get("description")) or "",
+        delete_on_termination=False,
+        secondary=secondary,
+        ipv6=v6,
+    )
+    resources.tag_specifications(ctx, p, "network-interface", eni.id)
+    out: Result = {"network_interface": _describe_one(ctx, eni.id)}
+    if p.get("client_token"):
+        out["client_token"] = p["client_token"]
+    return out
+
+
+def _in_use(eni: Row) -> ApiError:
+    return ApiError(
+        "InvalidNetworkInterface.InUse", f"The network interface '{eni.id}' is currently in use."
+    )
+
+
+@action("DeleteNetworkInterface", write=True)
+def delete_network_interface(ctx: Ctx, p: Params) -> Result:
+    eni = resources.get(ctx, p.get("network_interface_id"), "eni")
+    if eni.instance_id is not None:
+        raise _in_use(eni)
+    delete_interface(ctx, eni)
+    return {}
+
+
+def attach(ctx: Ctx, eni: Row, inst: Row, device_index: int) -> str:
+    """Attach ``eni`` to ``inst`` at ``device_index``; returns the attachment id."""
+    if eni.instance_id is not None:
+        raise _in_use(eni)
+    if eni.availability_zone != inst.availability_zone:
+        raise ApiError(
+            "InvalidParameterCombination",
+            f"The network interface {eni.id} ({eni.availability_zone}) and the instance "
+            f"{inst.id} ({inst.availability_zone}) are not in the same availability zone.",
+        )
+    if inst.state not in ("pending", "running", "stopping", "stopped"):
+        raise ApiError(
+            "IncorrectInstanceState",
+            f"The instance '{inst.id}' is not in a state from which it can be attached to "
+            f"(it is {inst.state}).",
+        )
+    taken = dict(
+        ctx.conn.execute(select(N.device_index, N.id).where(N.instance_id == inst.id)).all()
+    )
+    if device_index in taken:
+        raise ApiError(
+            "InvalidParameterValue",
+            f"Instance '{inst.id}' already has an interface attached at device index "
+            f"'{device_index}'.",
+        )
+    if len(taken) >= MAX_INTERFACES_PER_INSTANCE:
+        raise ApiError(
+            "AttachmentLimitExceeded",
+            f"Interface count {len(taken) + 1} exceeds the limit of "
+            f"{MAX_INTERFACES_PER_INSTANCE} for instance {inst.id}.",
+        )
+    attachment_id = "eni-attach-" + new_id("x")[2:]
+    ctx.conn.execute(
+        update(schema.network_interfaces)
+        .where(N.id == eni.id)
+        .values(
+            instance_id=inst.id,
+            device_index=device_index,
+            attachment_id=attachment_id,
+            attach_time=utcnow(),
+            status="in-use",
+        )
+    )
+    ctx.log(
+        "interface.attached",
+        eni.id,
+        instance_id=inst.id,
+        device_index=device_index,
+        attachment_id=attachment_id,
+    )
+    if inst.state in ("pending", "running"):
+        assign_pool_ip(ctx, get_row(ctx, eni.id))
+    return attachment_id
+
+
+def detach(ctx: Ctx, eni: Row) -> None:
+    release_pool_ip(ctx, eni, log=False)
+    ctx.conn.execute(
+        update(schema.network_interfaces)
+        .where(N.id == eni.id)
+        .values(
+            instance_id=None,
+            device_index=None,
+            attachment_id=None,
+            attach_time=None,
+            status="available",
+        )
+    )
+    ctx.log("interface.detached", eni.id, instance_id=eni.instance_id)
+
+
+def _device_index(value: object) -> int:
+    if not isinstance(value, int) or not 0 <= value < 32:
+        raise ApiError(
+            "InvalidParameterValue",
+            f"Value ({value}) for parameter deviceIndex is invalid. Expected 0 to 31.",
+        )
+    return value
+
+
+@action("AttachNetworkInterface", write=True)
+def attach_network_interface(ctx: Ctx, p: Params) -> Result:
+    index = _device_index(p.get("device_index"))
+    eni = resources.get(ctx, p.get("network_interface_id"), "eni")
+    inst = resources.get(ctx, p.get("instance_id"), "i")
+    if p.get("network_card_index") not in (None, 0):
+        raise ApiError(
+            "InvalidParameterValue", "Stockade instances have one network card (index 0)."
+        )
+    return {"attachment_id": attach(ctx, eni, inst, index), "network_card_index": 0}
+
+
+@action("DetachNetworkInterface", write=True)
+def detach_network_interface(ctx: Ctx, p: Params) -> Result:
+    value = p.get("attachment_id")
+    eni = None
+    if isinstance(value, str) and value.startswith("eni-attach-"):
+        eni = ctx.conn.execute(
+            select(schema.network_interfaces).where(
+                N.attachment_id == value, N.account_id == ctx.account_id, N.region == ctx.region
+            )
+        ).first()
+    if eni is None:
+        raise ApiError(
+            "InvalidAttachmentID.NotFound", f"The attachment ID '{value}' does not exist"
+        )
+    if eni.device_index == 0:
+        raise ApiError(
+            "OperationNotPermitted",
+            f"The network interface at device index 0 cannot be detached ({eni.id} is the "
+            "primary interface of its instance).",
+        )
+    detach(ctx, eni)
+    return {}
+
+
+def _log_addresses(ctx: Ctx, eni_id: str) -> None:
+    eni = get_row(ctx, eni_id)
+    ctx.log(
+        "interface.addresses",
+        eni.id,
+        instance_id=eni.instance_id,
+        secondary_ips=secondary_ips(eni),
+        ipv6_addresses=ipv6_of(eni),
+    )
+
+
+@action("AssignPrivateIpAddresses", write=True)
+def assign_private_ip_addresses(ctx: Ctx, p: Params) -> Result:
+    eni = resources.get(ctx, p.get("network_interface_id"), "eni")
+    if p.get("ipv4_prefixes") or p.get("ipv4_prefix_count"):
+        raise ApiError("UnsupportedOperation", "Stockade does not support IPv4 prefixes.")
+    wanted = p.get("private_ip_addresses") or []
+    count = p.get("secondary_private_ip_address_count")
+    if not wanted and not count:
+        raise ApiError(
+            "MissingParameter",
+            "The request must contain the parameter PrivateIpAddress or "
+            "SecondaryPrivateIpAddressCount",
+        )
+    if wanted and count:
+        raise ApiError(
+            "InvalidParameterCombination",
+            "PrivateIpAddresses and SecondaryPrivateIpAddressCount cannot both be given.",
+        )
+    subnet = resources.get(ctx, eni.subnet_id, "subnet")
+    current = secondary_ips(eni)
+    n = _count(count, "SecondaryPrivateIpAddressCount") if count else len(wanted)
+    _check_address_count(1 + len(current) + n)
+    if wanted:
+        mine = {eni.private_ip, *current}
+        new = []
+        for value in dict.fromkeys(wanted):
+            if str(value) in mine:
+                raise ApiError("InvalidIPAddress.InUse", f"Address {value} is in use.")
+            new.append(check_private_ip(ctx, subnet, value))
+    else:
+        new = free_private_ips(ctx, subnet, n)
+        if len(new) < n:
+            raise ApiError(
+                "InsufficientFreeAddressesInSubnet",
+                f"There are not enough free addresses in subnet '{subnet.id}'.",
+            )
+    ctx.conn.execute(
+        update(schema.network_interfaces).where(N.id == eni.id).values(secondary_ips=current + new)
+    )
+    _log_addresses(ctx, eni.id)
+    return {
+        "network_interface_id": eni.id,
+        "assigned_private_ip_addresses": [{"private_ip_address": ip} for ip in new],
+    }
+
+
+@action("UnassignPrivateIpAddresses", write=True)
+def unassign_private_ip_addresses(ctx: Ctx, p: Params) -> Result:
+    eni = resources.get(ctx, p.get("network_interface_id"), "eni")
+    if p.get("ipv4_prefixes"):
+        raise ApiError("UnsupportedOperation", "Stockade does not support IPv4 prefixes.")
+    wanted = [str(v) for v in p.get("private_ip_addresses") or []]
+    if not wanted:
+        raise ApiError(
+            "MissingParameter", "The request must contain the parameter PrivateIpAddress"
+        )
+    current = secondary_ips(eni)
+    if eni.private_ip in wanted:
+        raise ApiError(
+            "InvalidParameterValue",
+            f"The primary private IP address {eni.private_ip} of {eni.id} cannot be unassigned.",
+        )
+    missing = [w for w in wanted if w not in current]
+    if missing:
+        raise ApiError(
+            "InvalidParameterValue",
+            f"Some of the specified addresses are not assigned to interface {eni.id}: "
+            + ", ".join(missing[:5]),
+        )
+    ctx.conn.execute(
+        update(schema.network_interfaces)
+        .where(N.id == eni.id)
+        .values(secondary_ips=[ip for ip in current if ip not in wanted])
+    )
+    _log_addresses(ctx, eni.id)
+    return {}
+
+
+@action("AssignIpv6Addresses", write=True)
+def assign_ipv6_addresses(ctx: Ctx, p: Params) -> Result:
+    eni = resources.get(ctx, p.get("network_interface_id"), "eni")
+    if p.get("ipv6_prefixes") or p.get("ipv6_prefix_count"):
+        raise ApiError("UnsupportedOperation", "Stockade does not support IPv6 prefixes.")
+    if not p.get("ipv6_addresses") and not p.get("ipv6_address_count"):
+        raise ApiError(
+            "MissingParameter",
+            "The request must contain the parameter Ipv6Addresses or Ipv6AddressCount",
+        )
+    subnet = resources.get(ctx, eni.subnet_id, "subnet")
+    current = ipv6_of(eni)
+    new = plan_ipv6(ctx, subnet, p.get("ipv6_addresses"), p.get("ipv6_address_count"))
+    _check_address_count(len(current) + len(new), "IPv6 addresses")
+    ctx.conn.execute(
+        update(schema.network_interfaces).where(N.id == eni.id).values(ipv6_addresses=current + new)
+    )
+    _log_addresses(ctx, eni.id)
+    return {"network_interface_id": eni.id, "assigned_ipv6_addresses": new}
+
+
+@action("UnassignIpv6Addresses", write=True)
+def unassign_ipv6_addresses(ctx: Ctx, p: Params) -> Result:
+    eni = resources.get(ctx, p.get("network_interface_id"), "eni")
+    if p.get("ipv6_prefixes"):
+        raise ApiError("UnsupportedOperation", "Stockade does not support IPv6 prefixes.")
+    wanted = []
+    for value in p.get("ipv6_addresses") or []:
+        try:
+            wanted.append(str(ipaddress.IPv6Address(str(value))))
+        except ValueError:
+            raise ApiError(
+                "InvalidParameterValue",
+                f"Value ({value}) for parameter ipv6Addresses is invalid.",
+            ) from None
+    if not wanted:
+        raise ApiError("MissingParameter", "The request must contain the parameter Ipv6Addresses")
+    current = ipv6_of(eni)
+    missing = [w for w in wanted if w not in current]
+    if missing:
+        raise ApiError(
+            "InvalidParameterValue",
+            f"Some of the specified addresses are not assigned to interface {eni.id}: "
+            + ", ".join(missing[:5]),
+        )
+    ctx.conn.execute(
+        update(schema.network_interfaces)
+        .where(N.id == eni.id)
+        .values(ipv6_addresses=[a for a in current if a not in wanted])
+    )
+    _log_addresses(ctx, eni.id)
+    return {"network_interface_id": eni.id, "unassigned_ipv6_addresses": wanted}
+
+
+_ATTRIBUTES = (
+    "description",
+    "groupSet",
+    "sourceDestCheck",
+    "attachment",
+    "associatePublicIpAddress",
+)
+
+
+@action("DescribeNetworkInterfaceAttribute", write=False)
+def describe_network_interface_attribute(ctx: Ctx, p: Params) -> Result:
+    eni = resources.get(ctx, p.get("network_interface_id"), "eni")
+    attribute = p.get("attribute")
+    if attribute is None:
+        raise ApiError("MissingParameter", "The request must contain the parameter Attribute")
+    if attribute not in _ATTRIBUTES:
+        raise ApiError(
+            "InvalidParameterValue",
+            f"Value ({attribute}) for parameter attribute is invalid. Unknown network "
+            "interface attribute",
+        )
+    out: Result = {"network_interface_id": eni.id}
+    if attribute == "description":
+        out["description"] = {"value": eni.description}
+    elif attribute == "groupSet":
+        out["groups"] = groups_of(ctx, [eni.id]).get(eni.id, [])
+    elif attribute == "sourceDestCheck":
+        out["source_dest_check"] = {"value": eni.source_dest_check}
+    elif attribute == "associatePublicIpAddress":
+        out["associate_public_ip_address"] = bool(eni.wants_public_ip)
+    elif eni.instance_id is not None:
+        out["attachment"] = {
+            "attach_time": eni.attach_time,
+            "attachment_id": eni.attachment_id,
+            "delete_on_termination": eni.delete_on_termination,
+            "device_index": eni.device_index,
+            "network_card_index": 0,
+            "instance_id": eni.instance_id,
+            "instance_owner_id": eni.account_id,
+            "status": "attached",
+        }
+    return out
+
+
+@action("ResetNetworkInterfaceAttribute", write=True)
+def reset_network_interface_attribute(ctx: Ctx, p: Params) -> Result:
+    eni = resources.get(ctx, p.get("network_interface_id"), "eni")
+    if p.get("source_dest_check") not in (None, "sourceDestCheck"):
+        raise ApiError(
+            "InvalidParameterValue",
+            f"Value ({p['source_dest_check']}) for parameter sourceDestCheck is invalid.",
+        )
+    ctx.conn.execute(
+        update(schema.network_interfaces).where(N.id == eni.id).values(source_dest_check=True)
+    )
+    ctx.log("interface.attribute", eni.id, source_dest_check=True)
     return {}

@@ -31,10 +31,9 @@ from stockade.service.common import (
     action,
     check_id,
     check_text,
-    matches,
     new_id,
-    parse_filters,
 )
+from stockade.service.describe import Describe
 from stockade.store import schema
 from stockade.store.db import utcnow
 
@@ -345,30 +344,37 @@ def key_result(row: Row, tags: list | None, include_public: bool) -> Result:
     return out
 
 
-@action("DescribeKeyPairs", write=False)
-def describe_key_pairs(ctx: Ctx, p: Params) -> Result:
-    filters = parse_filters(p.get("filters"), KEY_FILTERS)
+def _key_rows(ctx: Ctx, p: Params, pushed: dict[str, list[str]]) -> list[Row]:
+    """The key pairs asked for by name and id, else all the caller's (by name)."""
     names = list(dict.fromkeys(p.get("key_names") or []))
     ids = p.get("key_pair_ids") or []
-    if names or ids:
-        rows = resources.get_many(ctx, ids, "key")
-        seen = {r.id for r in rows}
-        for name in names:
-            row = require(ctx, name)
-            if row.id not in seen:
-                rows.append(row)
-                seen.add(row.id)
-    else:
-        rows = list(
+    if not names and not ids:
+        return list(
             ctx.conn.execute(
                 select(schema.key_pairs)
                 .where(K.account_id == ctx.account_id, K.region == ctx.region)
                 .order_by(K.name)
             )
         )
-    tags = resources.tags_for(ctx, [r.id for r in rows])
-    items = [key_result(r, tags.get(r.id), bool(p.get("include_public_key"))) for r in rows]
-    return {"key_pairs": [k for k in items if matches(k, filters, KEY_FILTERS)]}
+    rows = resources.get_many(ctx, ids, "key")
+    seen = {r.id for r in rows}
+    for name in names:
+        row = require(ctx, name)
+        if row.id not in seen:
+            rows.append(row)
+            seen.add(row.id)
+    return rows
+
+
+@action("DescribeKeyPairs", write=False)
+def describe_key_pairs(ctx: Ctx, p: Params) -> Result:
+    public = bool(p.get("include_public_key"))
+
+    def build(ctx: Ctx, rows: list[Row]) -> list[Result]:
+        tags = resources.tags_for(ctx, [r.id for r in rows])
+        return [key_result(r, tags.get(r.id), public) for r in rows]
+
+    return Describe("key_pairs", KEY_FILTERS, build, source=_key_rows).run(ctx, p)
 
 
 @action("DeleteKeyPair", write=True)

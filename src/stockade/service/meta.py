@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import delete, select
 
 from stockade.errors import ApiError
@@ -14,11 +16,8 @@ from stockade.service.common import (
     Params,
     Result,
     action,
-    check_max_results,
-    matches,
-    paginate,
-    parse_filters,
 )
+from stockade.service.describe import Describe
 from stockade.service.vpcs import zone_id
 from stockade.store import schema
 
@@ -29,18 +28,27 @@ REGION_FILTERS: FilterSpec = {
 }
 
 
-@action("DescribeRegions", write=False)
-def describe_regions(ctx: Ctx, p: Params) -> Result:
-    filters = parse_filters(p.get("filters"), REGION_FILTERS)
+def _regions(ctx: Ctx, p: Params, pushed: dict[str, list[str]]) -> list[Result]:
     names = p.get("region_names") or list(REGIONS)
     for name in names:
         if name not in REGIONS:
             raise ApiError("InvalidParameterValue", f"Invalid region: {name}")
     host = ctx.config.endpoint
-    items = [
+    return [
         {"region_name": n, "endpoint": host, "opt_in_status": "opt-in-not-required"} for n in names
     ]
-    return {"regions": [r for r in items if matches(r, filters, REGION_FILTERS)]}
+
+
+def _as_is(ctx: Ctx, items: list[Result]) -> list[Result]:
+    return items
+
+
+REGION_LISTING = Describe("regions", REGION_FILTERS, _as_is, source=_regions)
+
+
+@action("DescribeRegions", write=False)
+def describe_regions(ctx: Ctx, p: Params) -> Result:
+    return REGION_LISTING.run(ctx, p)
 
 
 ZONE_FILTERS: FilterSpec = {
@@ -54,9 +62,7 @@ ZONE_FILTERS: FilterSpec = {
 }
 
 
-@action("DescribeAvailabilityZones", write=False)
-def describe_availability_zones(ctx: Ctx, p: Params) -> Result:
-    filters = parse_filters(p.get("filters"), ZONE_FILTERS)
+def _zones(ctx: Ctx, p: Params, pushed: dict[str, list[str]]) -> list[Result]:
     zones = [
         {
             "zone_name": f"{ctx.region}{letter}",
@@ -82,7 +88,15 @@ def describe_availability_zones(ctx: Ctx, p: Params) -> Result:
                     f"The zone '{bad[0]}' does not exist in region {ctx.region}",
                 )
             zones = [z for z in zones if z[field] in wanted]
-    return {"availability_zones": [z for z in zones if matches(z, filters, ZONE_FILTERS)]}
+    return zones
+
+
+ZONE_LISTING = Describe("availability_zones", ZONE_FILTERS, _as_is, source=_zones)
+
+
+@action("DescribeAvailabilityZones", write=False)
+def describe_availability_zones(ctx: Ctx, p: Params) -> Result:
+    return ZONE_LISTING.run(ctx, p)
 
 
 @action("DescribeAccountAttributes", write=False)
@@ -160,17 +174,19 @@ TAG_FILTERS: FilterSpec = {
 }
 
 
-@action("DescribeTags", write=False)
-def describe_tags(ctx: Ctx, p: Params) -> Result:
-    filters = parse_filters(p.get("filters"), TAG_FILTERS)
-    max_results = check_max_results(p.get("max_results"), lo=5, hi=1000)
+def _tag_rows(ctx: Ctx, p: Params, pushed: dict[str, list[str]]) -> list[Any]:
     t = schema.tags.c
-    rows = ctx.conn.execute(
-        select(t.resource_id, t.resource_type, t.key, t.value)
-        .where(t.account_id == ctx.account_id, t.region == ctx.region)
-        .order_by(t.resource_id, t.key)
+    q = select(t.resource_id, t.resource_type, t.key, t.value).where(
+        t.account_id == ctx.account_id, t.region == ctx.region
     )
-    items = [
+    for name, column in (("resource-id", t.resource_id), ("key", t.key)):
+        if name in pushed:
+            q = q.where(column.in_(pushed[name]))
+    return list(ctx.conn.execute(q.order_by(t.resource_id, t.key)))
+
+
+def _tag_results(ctx: Ctx, rows: list[Any]) -> list[Result]:
+    return [
         {
             "resource_id": r.resource_id,
             "resource_type": r.resource_type,
@@ -183,8 +199,25 @@ def describe_tags(ctx: Ctx, p: Params) -> Result:
         }
         for r in rows
     ]
-    items = [it for it in items if matches(it, filters, TAG_FILTERS)]
-    page, token = paginate(items, "sort", max_results, p.get("next_token"))
+
+
+def _tags_out(page: list[Result]) -> list[Result]:
     for it in page:
         del it["sort"], it["tags"]
-    return {"tags": page, "next_token": token}
+    return page
+
+
+TAG_LISTING = Describe(
+    "tags",
+    TAG_FILTERS,
+    _tag_results,
+    pushed={"resource-id": schema.tags.c.resource_id, "key": schema.tags.c.key},
+    sort="sort",
+    source=_tag_rows,
+    finish=_tags_out,
+)
+
+
+@action("DescribeTags", write=False)
+def describe_tags(ctx: Ctx, p: Params) -> Result:
+    return TAG_LISTING.run(ctx, p)

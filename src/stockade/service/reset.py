@@ -34,6 +34,8 @@ OWNED: tuple[tuple[Table, str], ...] = (
     (schema.key_pairs, "key pairs"),
     (schema.rules, "security group rules"),
     (schema.security_groups, "security groups"),
+    (schema.managed_prefix_lists, "managed prefix lists"),
+    (schema.cidr_blocks, "CIDR blocks"),
     (schema.subnets, "subnets"),
     (schema.vpcs, "VPCs"),
 )

@@ -54,6 +54,8 @@ def _interfaces(
             ni.id,
             ni.instance_id,
             ni.private_ip,
+            ni.secondary_ips,
+            ni.ipv6_addresses,
             ni.public_ip,
             ni.account_id,
             ni.region,
@@ -98,8 +100,8 @@ def _interfaces(
             "instance_id": r.instance_id,
             "host": r.host,
             "ifname": ifname_for(r.id),
-            "private_ipv4": [r.private_ip],
-            "private_ipv6": [],
+            "private_ipv4": [r.private_ip, *(r.secondary_ips or ())],
+            "private_ipv6": list(r.ipv6_addresses or ()),
             "public_ipv4": elastic.get(r.id) or r.public_ip,
             "group_ids": groups[r.id],
             "account_id": r.account_id,
@@ -120,20 +122,42 @@ def _groups(conn: Connection, ids: set[str] | None) -> list[dict[str, Any]]:
         rq = rq.where(r.group_id.in_(wanted))
     out = {row.id: {"id": row.id, "name": row.name, "rules": []} for row in conn.execute(q)}
     for row in conn.execute(rq):
-        if row.prefix_list_id or row.group_id not in out:
+        if row.group_id not in out:
             continue
-        out[row.group_id]["rules"].append(
-            {
-                "id": row.id,
-                "egress": row.egress,
-                "protocol": row.protocol,
-                "from_port": row.from_port,
-                "to_port": row.to_port,
-                "cidr": row.cidr_ipv4 or row.cidr_ipv6,
-                "ref_group_id": row.ref_group_id,
-                "description": row.description or "",
-            }
-        )
+        rule = {
+            "id": row.id,
+            "egress": row.egress,
+            "protocol": row.protocol,
+            "from_port": row.from_port,
+            "to_port": row.to_port,
+            "cidr": row.cidr_ipv4 or row.cidr_ipv6,
+            "ref_group_id": row.ref_group_id,
+            "description": row.description or "",
+        }
+        if row.prefix_list_id:
+            rule["prefix_list_id"] = row.prefix_list_id
+        out[row.group_id]["rules"].append(rule)
+    return list(out.values())
+
+
+def _prefix_lists(
+    conn: Connection, groups: list[dict[str, Any]], also: Collection[str] = ()
+) -> list[dict[str, Any]]:
+    """The managed prefix lists the rules of ``groups`` name (and those of ``also``), each
+    with its CIDRs."""
+    wanted = {r["prefix_list_id"] for g in groups for r in g["rules"] if r.get("prefix_list_id")}
+    wanted.update(also)
+    if not wanted:
+        return []
+    pl, e = schema.managed_prefix_lists.c, schema.prefix_list_entries.c
+    out = {
+        row.id: {"id": row.id, "name": row.name, "cidrs": []}
+        for row in conn.execute(select(pl.id, pl.name).where(pl.id.in_(sorted(wanted))))
+    }
+    for row in conn.execute(
+        select(e.prefix_list_id, e.cidr).where(e.prefix_list_id.in_(sorted(out))).order_by(e.cidr)
+    ):
+        out[row.prefix_list_id]["cidrs"].append(row.cidr)
     return list(out.values())
 
 
@@ -141,7 +165,13 @@ def snapshot(conn: Connection, host: str | None = None) -> dict[str, Any]:
     rev = revision(conn)  # first: the data read after it is at least this new
     interfaces = _interfaces(conn)
     if host is None:
-        return {"revision": rev, "groups": _groups(conn, None), "interfaces": interfaces}
+        groups = _groups(conn, None)
+        return {
+            "revision": rev,
+            "groups": groups,
+            "interfaces": interfaces,
+            "prefix_lists": _prefix_lists(conn, groups),
+        }
     local = [i for i in interfaces if i["host"] == host]
     own = {gid for i in local for gid in i["group_ids"]}
     groups = _groups(conn, own)
@@ -152,7 +182,13 @@ def snapshot(conn: Connection, host: str | None = None) -> dict[str, Any]:
         groups += _groups(conn, referenced - own)
     needed = own | referenced
     members = [i for i in interfaces if i["host"] == host or needed.intersection(i["group_ids"])]
-    return {"revision": rev, "full": True, "groups": groups, "interfaces": members}
+    return {
+        "revision": rev,
+        "full": True,
+        "groups": groups,
+        "interfaces": members,
+        "prefix_lists": _prefix_lists(conn, groups),
+    }
 
 
 def delta(conn: Connection, since: int) -> dict[str, Any] | None:
@@ -174,10 +210,13 @@ def delta(conn: Connection, since: int) -> dict[str, Any] | None:
     groups: set[str] = set()
     ifaces: set[str] = set()
     instances: set[str] = set()
+    plists: set[str] = set()
     for row in rows:
         kind, rid, data = row.kind, row.resource_id, row.data or {}
         if kind.startswith("group."):
             groups.add(rid)
+        elif kind.startswith("prefix_list."):
+            plists.add(rid)
         elif kind.startswith("interface."):
             ifaces.add(rid)
         elif kind.startswith("instance."):
@@ -194,6 +233,7 @@ def delta(conn: Connection, since: int) -> dict[str, Any] | None:
         ifaces.update(
             conn.execute(select(ni.id).where(ni.instance_id.in_(sorted(instances)))).scalars()
         )
+    lists = _prefix_lists(conn, found, plists)
     return {
         "revision": rev,
         "full": False,
@@ -201,6 +241,8 @@ def delta(conn: Connection, since: int) -> dict[str, Any] | None:
         "deleted_groups": sorted(groups - {g["id"] for g in found}),
         "interfaces": live,
         "gone_interfaces": sorted(ifaces - {i["id"] for i in live}),
+        "prefix_lists": lists,
+        "deleted_prefix_lists": sorted(plists - {p["id"] for p in lists}),
     }
 
 
@@ -215,4 +257,5 @@ def members(conn: Connection, group_ids: Collection[str]) -> dict[str, Any]:
         "deleted_groups": sorted(set(group_ids) - {g["id"] for g in found}),
         "interfaces": _interfaces(conn, group_ids=group_ids, everything=False),
         "gone_interfaces": [],
+        "prefix_lists": _prefix_lists(conn, found),
     }

@@ -7,7 +7,7 @@ import ipaddress
 from sqlalchemy import Row, delete, func, insert, select
 
 from stockade.errors import ApiError
-from stockade.service import groups, resources
+from stockade.service import groups, ipv6, resources
 from stockade.service.common import (
     ZONE_LETTERS,
     Ctx,
@@ -15,12 +15,9 @@ from stockade.service.common import (
     Params,
     Result,
     action,
-    check_max_results,
-    matches,
     new_id,
-    paginate,
-    parse_filters,
 )
+from stockade.service.describe import Describe, tagged
 from stockade.store import schema
 
 DEFAULT_VPC_CIDR = "172.31.0.0/16"
@@ -114,9 +111,13 @@ def vpc_result(ctx: Ctx, row: Row, tags: list | None) -> Result:
                 "association_id": "vpc-cidr-assoc-" + row.id[4:],
                 "cidr_block": row.cidr,
                 "cidr_block_state": {"state": "associated"},
-            }
+            },
+            *ipv6.vpc_ipv4_set(ctx, row.id),
         ],
     }
+    v6 = ipv6.vpc_ipv6_set(ctx, row.id)
+    if v6:
+        out["ipv6_cidr_block_association_set"] = v6
     if tags:
         out["tags"] = tags
     return out
@@ -136,6 +137,8 @@ def subnet_result(ctx: Ctx, row: Row, tags: list | None, used: int = 0) -> Resul
         "default_for_az": row.default_for_az,
         "map_public_ip_on_launch": row.map_public_ip,
         "subnet_arn": ctx.arn("subnet", row.id, row.account_id),
+        "ipv6_cidr_block_association_set": ipv6.subnet_ipv6_set(ctx, row.id),
+        "assign_ipv6_address_on_creation": False,
     }
     if tags:
         out["tags"] = tags
@@ -153,6 +156,7 @@ def create_vpc(ctx: Ctx, p: Params) -> Result:
         raise ApiError("MissingParameter", "The request must contain the parameter cidrBlock")
     net = check_block(p["cidr_block"], 16, 28, "InvalidVpc.Range")
     row = create_vpc_row(ctx, str(net))
+    ipv6.vpc_created(ctx, row.id, p)
     resources.tag_specifications(ctx, p, "vpc", row.id)
     return {"vpc": vpc_result(ctx, row, resources.tags_for(ctx, [row.id]).get(row.id))}
 
@@ -217,23 +221,20 @@ VPC_FILTERS: FilterSpec = {
 }
 
 
+VPCS = Describe(
+    "vpcs",
+    VPC_FILTERS,
+    tagged(vpc_result),
+    table=schema.vpcs,
+    prefix="vpc",
+    ids="vpc_ids",
+    sort="vpc_id",
+)
+
+
 @action("DescribeVpcs", write=False)
 def describe_vpcs(ctx: Ctx, p: Params) -> Result:
-    filters = parse_filters(p.get("filters"), VPC_FILTERS)
-    max_results = check_max_results(p.get("max_results"))
-    if p.get("vpc_ids"):
-        rows = resources.get_many(ctx, p["vpc_ids"], "vpc")
-    else:
-        rows = list(
-            ctx.conn.execute(
-                select(schema.vpcs).where(V.account_id == ctx.account_id, V.region == ctx.region)
-            )
-        )
-    tags = resources.tags_for(ctx, [r.id for r in rows])
-    items = [vpc_result(ctx, r, tags.get(r.id)) for r in rows]
-    items = [it for it in items if matches(it, filters, VPC_FILTERS)]
-    page, token = paginate(items, "vpc_id", max_results, p.get("next_token"))
-    return {"vpcs": page, "next_token": token}
+    return VPCS.run(ctx, p)
 
 
 @action("CreateSubnet", write=True)
@@ -242,7 +243,8 @@ def create_subnet(ctx: Ctx, p: Params) -> Result:
     if not p.get("cidr_block"):
         raise ApiError("MissingParameter", "The request must contain the parameter cidrBlock")
     net = check_block(p["cidr_block"], 16, 28, "InvalidSubnet.Range")
-    if not net.subnet_of(ipaddress.IPv4Network(vpc.cidr)):
+    vpc_blocks = [ipaddress.IPv4Network(vpc.cidr), *ipv6.vpc_ipv4_blocks(ctx, vpc.id)]
+    if not any(net.subnet_of(b) for b in vpc_blocks):
         raise ApiError("InvalidSubnet.Range", f"The CIDR '{net}' is invalid.")
     for other in ctx.conn.execute(select(S.cidr).where(S.vpc_id == vpc.id)).scalars():
         if net.overlaps(ipaddress.IPv4Network(other)):
@@ -262,6 +264,8 @@ def create_subnet(ctx: Ctx, p: Params) -> Result:
             f"{', '.join(zones)}.",
         )
     row = create_subnet_row(ctx, vpc.id, str(net), zone, default=False)
+    if p.get("ipv6_cidr_block") is not None:
+        ipv6.add_subnet_ipv6(ctx, row, p["ipv6_cidr_block"])
     resources.tag_specifications(ctx, p, "subnet", row.id)
     return {"subnet": subnet_result(ctx, row, resources.tags_for(ctx, [row.id]).get(row.id))}
 
@@ -313,21 +317,23 @@ def _addresses_used(ctx: Ctx, subnet_ids: list[str]) -> dict[str, int]:
     return used
 
 
-@action("DescribeSubnets", write=False)
-def describe_subnets(ctx: Ctx, p: Params) -> Result:
-    filters = parse_filters(p.get("filters"), SUBNET_FILTERS)
-    max_results = check_max_results(p.get("max_results"))
-    if p.get("subnet_ids"):
-        rows = resources.get_many(ctx, p["subnet_ids"], "subnet")
-    else:
-        rows = list(
-            ctx.conn.execute(
-                select(schema.subnets).where(S.account_id == ctx.account_id, S.region == ctx.region)
-            )
-        )
+def _subnet_results(ctx: Ctx, rows: list[Row]) -> list[Result]:
     tags = resources.tags_for(ctx, [r.id for r in rows])
     used = _addresses_used(ctx, [r.id for r in rows])
-    items = [subnet_result(ctx, r, tags.get(r.id), used.get(r.id, 0)) for r in rows]
-    items = [it for it in items if matches(it, filters, SUBNET_FILTERS)]
-    page, token = paginate(items, "subnet_id", max_results, p.get("next_token"))
-    return {"subnets": page, "next_token": token}
+    return [subnet_result(ctx, r, tags.get(r.id), used.get(r.id, 0)) for r in rows]
+
+
+SUBNETS = Describe(
+    "subnets",
+    SUBNET_FILTERS,
+    _subnet_results,
+    table=schema.subnets,
+    prefix="subnet",
+    ids="subnet_ids",
+    sort="subnet_id",
+)
+
+
+@action("DescribeSubnets", write=False)
+def describe_subnets(ctx: Ctx, p: Params) -> Result:
+    return SUBNETS.run(ctx, p)

@@ -251,6 +251,9 @@ network_interfaces = Table(
     Column("source_dest_check", Boolean, nullable=False, default=True),
     Column("delete_on_termination", Boolean, nullable=False, default=True),
     Column("created_at", String(32), nullable=False),
+    # secondary private IPv4 addresses and IPv6 addresses, as lists of text (migration 0003)
+    Column("secondary_ips", JSON, nullable=True),
+    Column("ipv6_addresses", JSON, nullable=True),
     UniqueConstraint("subnet_id", "private_ip", name="uq_private_ip_per_subnet"),
     Index("ix_interfaces_owner", "account_id", "region"),
 )
@@ -311,4 +314,47 @@ key_pairs = Table(
     Column("created_at", String(32), nullable=False),
     UniqueConstraint("account_id", "region", "name", name="uq_key_name"),
     Index("ix_key_pairs_owner", "account_id", "region"),
+)
+
+# --- IPv6 blocks and managed prefix lists (migration 0003) ----------------------------------
+
+# A CIDR block associated with a VPC or a subnet beyond its primary IPv4 one: the VPC's
+# Amazon-provided IPv6 /56, a subnet's IPv6 /64, a VPC's secondary IPv4 blocks.
+cidr_blocks = Table(
+    "cidr_blocks",
+    metadata,
+    Column("id", String(48), primary_key=True),  # the association id
+    Column("account_id", String(12), nullable=False),
+    Column("region", String(32), nullable=False),
+    Column("resource_id", String(32), nullable=False, index=True),  # vpc-... or subnet-...
+    Column("cidr", String(64), nullable=False),
+    Column("ipv6", Boolean, nullable=False),
+    Column("created_at", String(32), nullable=False),
+)
+
+managed_prefix_lists = Table(
+    "managed_prefix_lists",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("account_id", String(12), nullable=False),
+    Column("region", String(32), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("address_family", String(8), nullable=False),  # IPv4 / IPv6
+    Column("max_entries", Integer, nullable=False),
+    Column("version", BigInteger, nullable=False),
+    Column("created_at", String(32), nullable=False),
+    Index("ix_prefix_lists_owner", "account_id", "region"),
+)
+
+prefix_list_entries = Table(
+    "prefix_list_entries",
+    metadata,
+    Column(
+        "prefix_list_id",
+        String(32),
+        ForeignKey("managed_prefix_lists.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("cidr", String(64), primary_key=True),
+    Column("description", String(255), nullable=True),
 )
