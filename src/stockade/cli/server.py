@@ -153,6 +153,8 @@ def serve(
         workers=workers if workers > 1 else None,
         ssl_certfile=str(files.cert) if files else None,
         ssl_keyfile=str(files.key) if files else None,
+        # TLS: idle connections are dropped at once when closed (see stockade/api/https.py)
+        **({"http": "stockade.api.https:HttpsProtocol"} if files else {}),
     )
 
 
