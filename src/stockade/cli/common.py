@@ -202,7 +202,13 @@ def control_plane(server: str | None, data_dir: str | None, database_url: str | 
     token = agent_token(open_store(str(data), database_url))
     from stockade import tls
 
-    url = server or (running.endpoint if running else None) or config.endpoint()
+    served = tls.record(data)  # the last `serve --tls` of this data dir
+    url = (
+        server
+        or (running.endpoint if running else None)
+        or (served["endpoint"] if served else None)
+        or config.endpoint()
+    )
     return httpx.Client(
         base_url=url,
         headers={"Authorization": f"Bearer {token}"},
