@@ -130,7 +130,8 @@ def serve(
         app_, factory = "stockade.api.app:worker_app", True
     err.print(f"[bold]Stockade[/bold] EC2 API on [cyan]{endpoint}[/cyan] ({safe_url(store.url)})")
     err.print("Use it from a shell (stockade, the AWS CLI and the ec2-* tools):")
-    err.print(f"  {_use_line(data_dir, database_url, endpoint)}", markup=False, soft_wrap=True)
+    use = _use_line(data_dir, database_url, None if files else endpoint)  # env reads TLS's
+    err.print(f"  {use}", markup=False, soft_wrap=True)
     err.print("  aws ec2 describe-security-groups; ec2-describe-group", markup=False)
     if files:
         made = " (new)" if "ca" in files.made else ""
@@ -209,7 +210,7 @@ def _tls_record(data_dir: str | None, endpoint: str, files) -> None:
     os.environ[tls.CA_FILE_ENV] = str(files.ca)  # the worker processes inherit it
 
 
-def _use_line(data_dir: str | None, database_url: str | None, endpoint: str) -> str:
+def _use_line(data_dir: str | None, database_url: str | None, endpoint: str | None) -> str:
     """The line to paste into a shell to use this server: ``export PATH=…/.venv/bin:$PATH;
     eval "$(stockade env …)"``, with the options that differ from the defaults."""
 
@@ -220,7 +221,7 @@ def _use_line(data_dir: str | None, database_url: str | None, endpoint: str) -> 
     if database_url and os.environ.get("STOCKADE_DATABASE_URL") != database_url:
         # a password is not printed: the line says where it goes
         words += ["--database-url", re.sub(r"(://[^:/@]+:)[^@]+@", r"\1PASSWORD@", database_url)]
-    if endpoint != f"http://127.0.0.1:{config.DEFAULT_PORT}":
+    if endpoint and endpoint != f"http://127.0.0.1:{config.DEFAULT_PORT}":
         words += ["--endpoint", endpoint]
     return f'{path_prefix()}eval "$({shlex.join(words)})"'
 
