@@ -5,6 +5,7 @@ CA-hash pin of clients that know nothing else."""
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 import shlex
 import shutil
@@ -296,6 +297,19 @@ def test_your_own_certificate_is_served_also_with_workers(tmp_path):
         _stop(server)  # with boto3's connection still open in its pool
 
 
+def _serve_refused(*args: str) -> str:
+    """`stockade serve ARGS` run in-process (it stops before serving): its exit status must
+    be 2; returns what it printed."""
+    from typer.testing import CliRunner
+
+    from stockade.cli import app
+
+    out = CliRunner().invoke(app, ["serve", "--port", str(free_port()), *args])
+    assert out.exit_code == 2, out.output
+    assert "Traceback" not in out.output
+    return " ".join(out.output.split())
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -305,28 +319,16 @@ def test_your_own_certificate_is_served_also_with_workers(tmp_path):
     ],
 )
 def test_bad_tls_options_say_what_to_do(tmp_path, args, message):
-    out = _stockade("serve", "--port", str(free_port()), "--data-dir", str(tmp_path), *args)
-    assert out.returncode == 2
-    assert message in " ".join(out.stderr.split())
-    assert "Traceback" not in out.stderr
+    assert message in _serve_refused("--data-dir", str(tmp_path), *args)
 
 
 def test_a_key_that_is_not_the_certificates_is_refused(tmp_path):
     one = tls.ensure_server_cert(tmp_path / "one")
     two = tls.ensure_server_cert(tmp_path / "two")
-    out = _stockade(
-        "serve",
-        "--port",
-        str(free_port()),
-        "--data-dir",
-        str(tmp_path / "data"),
-        "--tls-cert",
-        str(one.cert),
-        "--tls-key",
-        str(two.key),
+    printed = _serve_refused(
+        "--data-dir", str(tmp_path / "data"), "--tls-cert", str(one.cert), "--tls-key", str(two.key)
     )
-    assert out.returncode == 2
-    assert "is not the key of the certificate" in " ".join(out.stderr.split())
+    assert "is not the key of the certificate" in printed
 
 
 def test_a_plain_server_serves_no_ca_and_env_names_no_bundle(sqlite_server: Server):
@@ -335,3 +337,34 @@ def test_a_plain_server_serves_no_ca_and_env_names_no_bundle(sqlite_server: Serv
     assert "AWS_CA_BUNDLE" not in _env_of(Path(sqlite_server.data_dir))
     with pytest.raises(tls.TlsError, match="needs an https:// URL"):
         tls.fetch_ca(sqlite_server.url, "sha256:" + "0" * 64)
+
+
+def test_a_wildcard_host_puts_every_address_of_the_machine_in_the_certificate():
+    shown = subprocess.run(["ip", "-o", "addr", "show"], capture_output=True, text=True)
+    if shown.returncode != 0:
+        pytest.skip("no `ip` here")
+    addresses = set()
+    for line in shown.stdout.splitlines():
+        words = line.split()
+        address = words[3].split("/")[0]
+        if "scope" in words and words[words.index("scope") + 1] != "link":
+            addresses.add(str(ipaddress.ip_address(address)))
+    sans = set(tls.default_sans(["0.0.0.0"]))
+    assert addresses <= sans
+    assert {"localhost", "127.0.0.1"} <= sans
+
+
+def test_a_server_whose_certificate_another_ca_signed_is_refused(served, tmp_path):
+    other = tls.ensure_server_cert(tmp_path)
+    ctx = tls.pinned_ssl_context(other.ca_hash, other.ca.read_bytes())
+    with pytest.raises(tls.TlsError, match="is not signed by the pinned CA"):
+        tls.check_server(served.url, ctx)
+    tls.check_server(served.url, tls.httpx_verify(ca_file=served.ca))  # its own CA: fine
+
+
+def test_what_is_wrong_with_your_certificate_is_said(tmp_path):
+    own = tls.ensure_server_cert(tmp_path, ["127.0.0.1"], ["*.lab.example"])
+    assert tls.cert_problems(own.cert, "127.0.0.1") == []
+    assert tls.cert_problems(own.cert, "db.lab.example") == []
+    (problem,) = tls.cert_problems(own.cert, "10.9.9.9")
+    assert "does not name 10.9.9.9" in problem and "*.lab.example" in problem

@@ -468,6 +468,41 @@ def user_cert(
     )
 
 
+def names_host(names: Iterable[str], host: str) -> bool:
+    """Whether a certificate naming ``names`` names ``host`` (``*.a.example`` names
+    ``b.a.example``, one label deep, as TLS clients match it)."""
+    for name in names:
+        if name == host:
+            return True
+        if name.startswith("*.") and "." in host and host.split(".", 1)[1] == name[2:]:
+            return True
+    return False
+
+
+def cert_problems(cert_file: str | Path, host: str) -> list[str]:
+    """What is wrong with a user's certificate for serving on ``host`` (said, not refused:
+    clients may reach the server by another name)."""
+    cert = _certs(Path(cert_file).read_bytes())[0]
+    problems = []
+    left = cert.not_valid_after_utc - _now()
+    if left <= dt.timedelta(0):
+        problems.append(
+            f"--tls-cert {cert_file} expired on {cert.not_valid_after_utc:%Y-%m-%d}: "
+            "clients will refuse it; renew it"
+        )
+    elif left < dt.timedelta(days=RENEW_DAYS):
+        problems.append(
+            f"--tls-cert {cert_file} expires on {cert.not_valid_after_utc:%Y-%m-%d}: renew it"
+        )
+    names = cert_sans(cert)
+    if host.strip() not in _WILDCARD and not names_host(names, _clean(host)):
+        problems.append(
+            f"--tls-cert {cert_file} does not name {host} (it names {', '.join(sorted(names))}): "
+            "clients must use one of those names"
+        )
+    return problems
+
+
 # --- what the last `serve --tls` served -------------------------------------------------
 
 

@@ -184,7 +184,10 @@ def _tls_files(
     data = config.data_dir(data_dir)
     try:
         if cert is not None and key is not None:
-            return tls.user_cert(data, cert, key, ca)
+            files = tls.user_cert(data, cert, key, ca)
+            for problem in tls.cert_problems(files.cert, host):
+                err.print(f"[bold yellow]warning: {problem}[/bold yellow]", soft_wrap=True)
+            return files
         return tls.ensure_server_cert(data, [host], sans or [])
     except tls.TlsError as exc:
         fail(str(exc))
