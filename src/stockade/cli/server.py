@@ -114,7 +114,10 @@ def serve(
     check_port(host, port)
     files = _tls_files(data_dir, host, use_tls, tls_san, tls_cert, tls_key, tls_ca)
     store = open_store(data_dir, database_url)
-    endpoint = f"{'https' if files else 'http'}://{_local_name(host) if files else host}:{port}"
+    where = _local_name(host) if files else host
+    if ":" in where and not where.startswith("["):  # an IPv6 address in a URL
+        where = f"[{where}]"
+    endpoint = f"{'https' if files else 'http'}://{where}:{port}"
     _tls_record(data_dir, endpoint, files)
     if workers == 1:
         app_: object = create_app(store, Config(endpoint=endpoint))
