@@ -11,6 +11,7 @@
 9. hardening     - hostile bodies (server RSS) and filters (another account's p99)
 10. fuzz         - fuzzed signed requests on SQLite and PostgreSQL: 5xx, hangs, stored changes
 11. reach        - who reaches whom by equivalence classes, 1,000 and 10,000 instances
+12. tls          - serve --tls beside plain serve: boto3, agent reads, new connections
 
 Prints each benchmark's tables, then one summary (figure, anchor, ratio, goal), and writes
 bench/results/<benchmark>.json and bench/results/summary.json. Benchmarks assert nothing
@@ -46,6 +47,7 @@ ALL = (
     "hardening",
     "fuzz",
     "reach",
+    "tls",
 )
 NEEDS_ROOT = {"propagation", "reconcile", "forwarding", "teardown", "boot"}
 NEEDS_TOOLS = {
@@ -162,6 +164,7 @@ def runners(
     import reach
     import reconcile
     import teardown
+    import tls
 
     def prop() -> Section:
         section = propagation.run(quick, progress)
@@ -181,6 +184,7 @@ def runners(
         "hardening": lambda: hardening.run(quick, progress),
         "fuzz": lambda: fuzz.run(quick, progress),
         "reach": lambda: reach.run(quick, progress),
+        "tls": lambda: tls.run(quick, progress),
     }
 
 

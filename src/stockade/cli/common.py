@@ -200,11 +200,20 @@ def control_plane(server: str | None, data_dir: str | None, database_url: str | 
     data, running = locate(data_dir)
     require_state(data, database_url, running)
     token = agent_token(open_store(str(data), database_url))
-    url = server or (running.endpoint if running else None) or config.endpoint()
+    from stockade import tls
+
+    served = tls.record(data)  # the last `serve --tls` of this data dir
+    url = (
+        server
+        or (running.endpoint if running else None)
+        or (served["endpoint"] if served else None)
+        or config.endpoint()
+    )
     return httpx.Client(
         base_url=url,
         headers={"Authorization": f"Bearer {token}"},
         timeout=30,
+        verify=tls.client_verify(data, url),  # https: the data dir's CA (`serve --tls`)
     )
 
 
