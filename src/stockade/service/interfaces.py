@@ -834,7 +834,6 @@ def plan_addresses(
     extra = _count(secondary_count, "SecondaryPrivateIpAddressCount") if secondary_count else 0
     _check_address_count(1 + len(wanted) + extra)
     chosen: list[str] = []
-    used = private_ips_in_use(ctx, subnet.id)
     for ip in [primary, *wanted] if primary is not None else wanted:
         checked = check_private_ip(ctx, subnet, ip)
         if checked in chosen:
@@ -852,7 +851,6 @@ def plan_addresses(
         if primary is None:
             chosen.insert(0, pool.pop(0))
         chosen += pool[:extra]
-    del used
     v6 = plan_ipv6(ctx, subnet, ipv6_listed, ipv6_count)
     return chosen[0], chosen[1:], v6
 

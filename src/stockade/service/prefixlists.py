@@ -321,7 +321,7 @@ def get_managed_prefix_list_associations(ctx: Ctx, p: Params) -> Result:
     return {"prefix_list_associations": page, "next_token": token}
 
 
-def check_rule_prefix_list(ctx: Ctx, value: Any, *, ipv4_only: bool = False) -> str:
+def check_rule_prefix_list(ctx: Ctx, value: Any) -> str:
     """A rule's PrefixListId: a list of the caller's in this region (EC2's errors)."""
     if value is None:
         raise ApiError("MissingParameter", "The request must contain the parameter PrefixListId")
