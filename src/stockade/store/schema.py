@@ -312,3 +312,19 @@ key_pairs = Table(
     UniqueConstraint("account_id", "region", "name", name="uq_key_name"),
     Index("ix_key_pairs_owner", "account_id", "region"),
 )
+
+# Reachability Analyzer paths (nip-) and analyses (nia-), Network Access Analyzer scopes
+# (nis-) and their analyses (nisa-): ``data`` holds the request and the answer,
+# ``parent_id`` the path or scope an analysis belongs to (migration 0003i).
+insights = Table(
+    "insights",
+    metadata,
+    Column("id", String(48), primary_key=True),
+    Column("account_id", String(12), nullable=False),
+    Column("region", String(32), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("parent_id", String(48), nullable=True),
+    Column("data", JSON, nullable=False),
+    Column("created_at", String(32), nullable=False),
+    Index("ix_insights_owner", "account_id", "region", "kind"),
+)
