@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import threading
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -186,8 +187,39 @@ def account_network(conn: Connection, account_id: str, region: str) -> Network:
     )
 
 
+# The last Network built per account and region, with the revision it was read at: every
+# change to what it holds (groups, rules, instances, interfaces, addresses, of any account)
+# takes a new revision, so an entry of the current revision is what a new read would give.
+_BUILT: dict[tuple[str, str], tuple[int, Network]] = {}
+_BUILT_LOCK = threading.Lock()
+_BUILT_MAX = 64
+
+
+def revision(conn: Connection) -> int:
+    c = schema.counters.c
+    return conn.execute(select(c.value).where(c.name == "revision")).scalar_one()
+
+
+def cached_network(conn: Connection, account_id: str, region: str) -> Network:
+    """:func:`account_network`, built again only when the store's revision moved on."""
+    rev = revision(conn)
+    key = (account_id, region)
+    with _BUILT_LOCK:
+        hit = _BUILT.get(key)
+    if hit is not None and hit[0] == rev:
+        return hit[1]
+    net = account_network(conn, account_id, region)
+    with _BUILT_LOCK:
+        if len(_BUILT) >= _BUILT_MAX:
+            _BUILT.clear()
+        _BUILT[key] = (rev, net)
+    return net
+
+
 def network(ctx: Ctx) -> Network:
-    return account_network(ctx.conn, ctx.account_id, ctx.region)
+    if ctx.tx is not None and ctx.tx.appended:
+        return account_network(ctx.conn, ctx.account_id, ctx.region)
+    return cached_network(ctx.conn, ctx.account_id, ctx.region)
 
 
 # --- internet gateways ------------------------------------------------------------------
@@ -1087,7 +1119,7 @@ def explain_flow(conn: Connection, account_id: str, region: str, query: dict[str
     ends or protocols: the endpoint answers them 400)."""
     from stockade.analysis.explain import explain
 
-    net = account_network(conn, account_id, region)
+    net = cached_network(conn, account_id, region)
     answer = explain(
         net,
         str(query.get("from", "")),
