@@ -79,23 +79,56 @@ def _fail(message: str, code: int = 2) -> int:
     return code
 
 
-def _parser():
-    import argparse
+USAGE = (
+    "usage: stockade explain --from END --to END [--port N] [--protocol P] "
+    "[--icmp-type T] [--icmp-code C] [--json] [--server URL] [--region R]"
+)
+_OPTIONS = {
+    "--from": "src",
+    "--to": "dst",
+    "--port": "port",
+    "--protocol": "protocol",
+    "--icmp-type": "icmp_type",
+    "--icmp-code": "icmp_code",
+    "--server": "server",
+    "--region": "region",
+}
+_INTS = ("port", "icmp_type", "icmp_code")
 
-    p = argparse.ArgumentParser(
-        prog="stockade explain",
-        description="Is a flow allowed, and which rules decide it (both directions)?",
-    )
-    p.add_argument("--from", dest="src", required=True)
-    p.add_argument("--to", dest="dst", required=True)
-    p.add_argument("--port", type=int, default=-1)
-    p.add_argument("--protocol", default="tcp")
-    p.add_argument("--icmp-type", type=int, default=-1)
-    p.add_argument("--icmp-code", type=int, default=-1)
-    p.add_argument("--json", dest="as_json", action="store_true")
-    p.add_argument("--server", default=None)
-    p.add_argument("--region", default=None)
-    return p
+
+def parse(argv: list[str]) -> dict:
+    """The options of `stockade explain` (argparse costs more to import than the whole
+    request takes); raises ValueError with what is wrong."""
+    out: dict = {"port": -1, "protocol": "tcp", "icmp_type": -1, "icmp_code": -1}
+    out.update(as_json=False, server=None, region=None)
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        name, eq, value = arg.partition("=")
+        if arg == "--json":
+            out["as_json"] = True
+            i += 1
+            continue
+        if name not in _OPTIONS:
+            raise ValueError(f"no such option: {arg}")
+        if not eq:
+            if i + 1 >= len(argv):
+                raise ValueError(f"{name} needs a value")
+            value = argv[i + 1]
+            i += 1
+        i += 1
+        key = _OPTIONS[name]
+        if key in _INTS:
+            try:
+                out[key] = int(value)
+            except ValueError:
+                raise ValueError(f"{name} takes a number, not {value!r}") from None
+        else:
+            out[key] = value
+    for key, flag in (("src", "--from"), ("dst", "--to")):
+        if not out.get(key):
+            raise ValueError(f"missing option {flag}")
+    return out
 
 
 def request(
@@ -143,16 +176,20 @@ def _env(name: str) -> str:
 def explain_main(argv: list[str]) -> int:
     import json
 
-    args = _parser().parse_args(argv)
+    try:
+        args = parse(argv)
+    except ValueError as exc:
+        print(USAGE, file=sys.stderr)
+        return _fail(f"{exc} (see `stockade explain --help`)")
     key, secret = _env("AWS_ACCESS_KEY_ID"), _env("AWS_SECRET_ACCESS_KEY")
     if not key or not secret:
         return _fail(
             "no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, e.g. with "
             '`eval "$(stockade env)"` (or `stockade env --account NAME`)'
         )
-    region = args.region or _env("AWS_REGION") or _env("AWS_DEFAULT_REGION") or "us-east-1"
+    region = args["region"] or _env("AWS_REGION") or _env("AWS_DEFAULT_REGION") or "us-east-1"
     url = (
-        args.server
+        args["server"]
         or _env("AWS_ENDPOINT_URL_EC2")
         or _env("AWS_ENDPOINT_URL")
         or _env("EC2_URL")
@@ -160,12 +197,12 @@ def explain_main(argv: list[str]) -> int:
         or DEFAULT_ENDPOINT
     )
     query = {
-        "from": args.src,
-        "to": args.dst,
-        "port": args.port,
-        "protocol": args.protocol,
-        "icmp_type": args.icmp_type,
-        "icmp_code": args.icmp_code,
+        "from": args["src"],
+        "to": args["dst"],
+        "port": args["port"],
+        "protocol": args["protocol"],
+        "icmp_type": args["icmp_type"],
+        "icmp_code": args["icmp_code"],
     }
     try:
         status, data = request(url, query, key, secret, region)
@@ -180,7 +217,7 @@ def explain_main(argv: list[str]) -> int:
         if err.get("code") in ("AuthFailure", "SignatureDoesNotMatch"):
             hint = ' (are these keys this server\'s? `eval "$(stockade env)"` sets them)'
         return _fail(f"{err.get('message') or status}{hint}")
-    if args.as_json:
+    if args["as_json"]:
         print(json.dumps(data, indent=2))
     else:
         print(render(data, sys.stdout.isatty()))
