@@ -398,13 +398,13 @@ def test_analyzer_and_explain_agree_with_evaluate(srv, layout):
     gids = [_group(ec2, f"g{i}") for i in range(layout["groups"])]
     for g, port, peer in layout["rules"]:
         g = gids[g % len(gids)]
-        if isinstance(peer, int):
-            _allow(ec2, g, port, source=gids[peer % len(gids)])
-        else:
-            try:
+        try:
+            if isinstance(peer, int):
+                _allow(ec2, g, port, source=gids[peer % len(gids)])
+            else:
                 _allow(ec2, g, port, peer)
-            except ClientError as exc:  # the same rule twice
-                assert exc.response["Error"]["Code"] == "InvalidPermission.Duplicate"
+        except ClientError as exc:  # the same rule twice
+            assert exc.response["Error"]["Code"] == "InvalidPermission.Duplicate"
     insts = [_launch(ec2, gids[g % len(gids)])["InstanceId"] for g in layout["instances"]]
     state, eni, public = _state_from_describe(ec2)
     igw = _igw(ec2)
