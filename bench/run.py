@@ -44,6 +44,7 @@ ALL = (
     "boot",
     "hardening",
     "fuzz",
+    "explain",
 )
 NEEDS_ROOT = {"propagation", "reconcile", "forwarding", "teardown", "boot"}
 NEEDS_TOOLS = {
@@ -152,6 +153,7 @@ def runners(
 ) -> dict[str, Callable[[], Section]]:
     import api_latency
     import boot
+    import explain
     import forwarding
     import fuzz
     import hardening
@@ -177,6 +179,7 @@ def runners(
         "boot": lambda: boot.run(quick, progress),
         "hardening": lambda: hardening.run(quick, progress),
         "fuzz": lambda: fuzz.run(quick, progress),
+        "explain": lambda: explain.run(quick, progress),
     }
 
 
