@@ -219,6 +219,8 @@ def check(
                 code="CANNOT_ROUTE",
             )
         decision = evaluate(net.state, flow)
+        if not dst.public:  # reached at its public address, whatever named it
+            dst = End(dst.text, d, public, public=True)
         return Answer(src, dst, flow, decision.allowed, decision, gateway=net.gateway_of(d))
     own_public = net.public_ips.get(s.id)
     if d is None or dst.public:
