@@ -468,3 +468,43 @@ def test_explain_cli_ends_words_and_exit_codes(srv):
         timeout=60,
     )
     assert out.returncode == 2 and "stockade env" in out.stderr
+
+
+# --- the edge, on model values ---------------------------------------------------------------
+
+
+def test_edge_public_addresses_and_group_references():
+    """A group reference admits the members' private addresses only: to another instance's
+    public IP the sender is seen with its own public IP (CIDR rules only); without a public
+    IP there is no way out (CANNOT_ROUTE)."""
+    from stockade.analysis.explain import explain
+    from stockade.analysis.paths import Network
+
+    rules = (
+        Rule("sg-b", False, "tcp", 80, 80, ref_group_id="sg-a"),
+        Rule("sg-b", False, "tcp", 443, 443, cidr="198.18.0.0/15"),
+    )
+    egress = Rule("sg-a", True, "-1", cidr="0.0.0.0/0")
+    state = State.of(
+        [Group("sg-a", (egress,)), Group("sg-b", rules)],
+        [
+            Interface("eni-a", "i-a", "", "", ("172.31.0.4",), group_ids=("sg-a",)),
+            Interface("eni-b", "i-b", "", "", ("172.31.0.5",), group_ids=("sg-b",)),
+            Interface("eni-c", "i-c", "", "", ("172.31.0.6",), group_ids=("sg-a",)),
+        ],
+    )
+    ip = ipaddress.ip_address
+    public = {"eni-a": ip("198.18.0.4"), "eni-b": ip("198.18.0.5")}
+    net = Network(
+        state,
+        owned=frozenset(state.interfaces),
+        public_ips=public,
+        instances={"i-a": ("eni-a",), "i-b": ("eni-b",), "i-c": ("eni-c",)},
+    )
+    assert explain(net, "i-a", "i-b", port=80).allowed
+    assert not explain(net, "i-a", "198.18.0.5", port=80).allowed
+    hairpin = explain(net, "i-a", "ec2-198-18-0-5.compute-1.stockade.test", port=443)
+    assert hairpin.allowed and hairpin.flow.src_addr == public["eni-a"]
+    stuck = explain(net, "i-c", "198.18.0.5", port=443)
+    assert not stuck.allowed and stuck.code == "CANNOT_ROUTE"
+    assert not explain(net, "203.0.113.9", "i-c", port=80).allowed  # no public IP
