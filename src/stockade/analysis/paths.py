@@ -137,10 +137,10 @@ def resolve_end(net: Network, text: str, *, address: str | None = None) -> End:
     iface = net.by_public_ip(addr)
     if iface is not None:
         return End(text, iface, addr, public=True)
-    if iface is None and net.state.interface_by_address(addr) is not None:
-        raise PathError(f"{text} is another account's private address")
-    if addr.is_private and _in_any_vpc(net, addr):
-        raise PathError(f"no live instance has the private address {text}")
+    if net.state.interface_by_address(addr) is not None or (
+        addr.is_private and _in_any_vpc(net, addr)
+    ):  # another account's (said no more of) or nobody's
+        raise PathError(f"no live instance of this account has the private address {text}")
     return End(text, address=addr)
 
 
