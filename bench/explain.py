@@ -1,7 +1,7 @@
 """Explain and the Reachability Analyzer at 1,000 instances, through a bare `stockade serve`.
 
-One account with 1,000 running instances (quick: 250) in 100 groups (quick: 25) (10 ingress rules each: CIDRs and
-references to other groups). Measured:
+One account with 1,000 running instances (quick: 250) in 100 groups (quick: 25) of 10
+ingress rules each (CIDRs and references to other groups). Measured:
 
 - ``stockade explain`` wall time, a new process each time, start-up included (the command
   signs one POST with the account's keys; the server decides it from the account's
