@@ -80,6 +80,7 @@ def run(
     quick: bool, progress: Progress | None = None, cli_ms: list[float] | None = None
 ) -> Section:
     from stockade.analysis.explain import explain
+    from stockade.analysis.paths import Network
     from stockade.dataplane.agent import state_from_snapshot
     from stockade.policy import evaluate
 
@@ -110,11 +111,16 @@ def run(
     if progress is not None and task is not None:
         progress.update(task, description="policy: explain")
     ids = [i["instance_id"] for i in snap["interfaces"]]
+    net = Network(
+        state,
+        owned=frozenset(state.interfaces),
+        instances={i.instance_id: (i.id,) for i in state.interfaces.values()},
+    )
     samples = []
     deadline = time.perf_counter() + seconds
     for k in range(1000):  # bounded
         start = time.perf_counter()
-        explain(snap, ids[k % len(ids)], ids[(k * 31 + 3) % len(ids)], port=2000)
+        explain(net, ids[k % len(ids)], ids[(k * 31 + 3) % len(ids)], port=2000)
         samples.append((time.perf_counter() - start) * 1000)
         if time.perf_counter() > deadline and k >= 10:
             break

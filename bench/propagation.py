@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -289,11 +290,14 @@ def explain_cli(lab: Lab, repeat: int) -> list[float]:
                 str(JOIN_PORT),
                 "--server",
                 lab.server.url,
-                "--data-dir",
-                lab.server.data_dir,
             ],
             capture_output=True,
             timeout=120,
+            env={
+                **os.environ,
+                "AWS_ACCESS_KEY_ID": lab.server.key,
+                "AWS_SECRET_ACCESS_KEY": lab.server.secret,
+            },
         )
         times.append((time.perf_counter() - start) * 1000)
     return times

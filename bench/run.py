@@ -12,6 +12,7 @@
 10. fuzz         - fuzzed signed requests on SQLite and PostgreSQL: 5xx, hangs, stored changes
 11. reach        - who reaches whom by equivalence classes, 1,000 and 10,000 instances
 12. tls          - serve --tls beside plain serve: boto3, agent reads, new connections
+13. explain      - the explain CLI (start-up included) and an analysis through boto3, 1,000 instances
 
 Prints each benchmark's tables, then one summary (figure, anchor, ratio, goal), and writes
 bench/results/<benchmark>.json and bench/results/summary.json. Benchmarks assert nothing
@@ -48,6 +49,7 @@ ALL = (
     "fuzz",
     "reach",
     "tls",
+    "explain",
 )
 NEEDS_ROOT = {"propagation", "reconcile", "forwarding", "teardown", "boot"}
 NEEDS_TOOLS = {
@@ -156,6 +158,7 @@ def runners(
 ) -> dict[str, Callable[[], Section]]:
     import api_latency
     import boot
+    import explain
     import forwarding
     import fuzz
     import hardening
@@ -185,6 +188,7 @@ def runners(
         "fuzz": lambda: fuzz.run(quick, progress),
         "reach": lambda: reach.run(quick, progress),
         "tls": lambda: tls.run(quick, progress),
+        "explain": lambda: explain.run(quick, progress),
     }
 
 

@@ -14,6 +14,7 @@ import pytest
 from stockade.analysis.explain import explain
 from stockade.dataplane.agent import DEFAULT_RESYNC_INTERVAL, Agent
 from stockade.dataplane.nft import OUTPUT_JSON, Nft
+from stockade.service.insights import account_network
 from stockade.service.topology import ifname_for
 from stockade.store.db import agent_token
 
@@ -84,6 +85,7 @@ def lab(manual_server, request):
         assert agent.wait_applied(head, 10), "the agent did not apply the current revision"
         yield {
             "server": server,
+            "acct": acct,
             "ec2": ec2,
             "web": web,
             "http": http,
@@ -224,9 +226,10 @@ def test_status_and_explain_agree_with_the_kernel(lab):
         ),
         what="the agent to catch up",
     )
-    snap = http.get("/_stockade/v1/state").json()
+    with lab["server"].store.read() as conn:
+        net = account_network(conn, lab["acct"].account_id, "us-east-1")
     for src, port in ((ALBERT, 80), (ALBERT, 22), (lab["b_id"], 22)):
-        decision = explain(snap, src, lab["a_id"], port=port)
+        decision = explain(net, src, lab["a_id"], port=port)
         src_node = lab["albert"] if src == ALBERT else lab["b"]
         kernel = netns.tcp(src_node, a.ipv4, port)
         assert decision.allowed == (kernel == OPEN), (src, port, decision.why, kernel)

@@ -464,16 +464,19 @@ def test_explain_and_status_match_the_kernel(sandbox):
     until(lambda: s.outside(ALBERT, *connect_cmd(ip, 80)).stdout.strip(), "open", "80 open")
     for port, kernel in ((80, "open"), (22, "timeout")):
         assert s.outside(ALBERT, *connect_cmd(ip, port)).stdout.strip() == kernel
-        out = stockade_cli(
-            sandbox,
-            "explain",
-            "--from",
-            ALBERT,
-            "--to",
-            inst["InstanceId"],
-            "--port",
-            str(port),
-            "--json",
+        out = subprocess.run(  # signed with the account's own keys, like the AWS CLI
+            [str(Path(__file__).resolve().parent.parent / ".venv" / "bin" / "stockade"), "explain"]
+            + ["--from", ALBERT]
+            + ["--to", inst["InstanceId"], "--port", str(port), "--json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={
+                **os.environ,
+                "AWS_ACCESS_KEY_ID": s.account.access_key_id,
+                "AWS_SECRET_ACCESS_KEY": s.account.secret_access_key,
+                "AWS_ENDPOINT_URL_EC2": sandbox.endpoint,
+            },
         )
         import json
 

@@ -36,6 +36,7 @@ from starlette.types import Receive, Scope, Send
 import stockade.service.addresses
 import stockade.service.groups
 import stockade.service.images
+import stockade.service.insights
 import stockade.service.instances
 import stockade.service.interfaces
 import stockade.service.ipv6
@@ -44,7 +45,7 @@ import stockade.service.meta
 import stockade.service.prefixlists
 import stockade.service.vpcs  # noqa: F401  (registers actions)
 from stockade import accounts
-from stockade.api import admin, codec, hosts, sigv4, sts
+from stockade.api import admin, codec, hosts, insights, sigv4, sts
 from stockade.errors import ApiError
 from stockade.service.common import (
     ACTIONS,
@@ -724,6 +725,7 @@ def create_app(store: Store, config: Config | None = None) -> Starlette:
             Route("/", ec2_endpoint, methods=["GET", "POST"]),
             Route("/_stockade/health", health, methods=["GET"]),
             Route("/_stockade/v1/changes", changes, methods=["GET"]),
+            Route("/_stockade/v1/explain", insights.explain, methods=["POST"]),
             *hosts.ROUTES,
             *admin.ROUTES,
             Route("/{path:path}", ec2_endpoint, methods=["GET", "POST"]),

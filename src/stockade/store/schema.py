@@ -358,3 +358,19 @@ prefix_list_entries = Table(
     Column("cidr", String(64), primary_key=True),
     Column("description", String(255), nullable=True),
 )
+
+# Reachability Analyzer paths (nip-) and analyses (nia-), Network Access Analyzer scopes
+# (nis-) and their analyses (nisa-): ``data`` holds the request and the answer,
+# ``parent_id`` the path or scope an analysis belongs to (migration 0003i).
+insights = Table(
+    "insights",
+    metadata,
+    Column("id", String(48), primary_key=True),
+    Column("account_id", String(12), nullable=False),
+    Column("region", String(32), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("parent_id", String(48), nullable=True),
+    Column("data", JSON, nullable=False),
+    Column("created_at", String(32), nullable=False),
+    Index("ix_insights_owner", "account_id", "region", "kind"),
+)
