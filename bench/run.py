@@ -12,7 +12,7 @@
 10. fuzz         - fuzzed signed requests on SQLite and PostgreSQL: 5xx, hangs, stored changes
 11. reach        - who reaches whom by equivalence classes, 1,000 and 10,000 instances
 12. tls          - serve --tls beside plain serve: boto3, agent reads, new connections
-13. explain      - the explain CLI (start-up included) and an analysis through boto3, 1,000 instances
+13. explain      - the explain CLI (start-up included), an analysis through boto3 (1,000 instances)
 
 Prints each benchmark's tables, then one summary (figure, anchor, ratio, goal), and writes
 bench/results/<benchmark>.json and bench/results/summary.json. Benchmarks assert nothing
