@@ -317,6 +317,15 @@ def tag_values(item: Result, key: str | None = None) -> list[str]:
     return [t["value"] for t in item.get("tags") or () if key is None or t["key"] == key]
 
 
+_CAMEL = re.compile(r"(?<=[a-z0-9])([A-Z])")
+
+
+def legacy_filter_name(name: str) -> str:
+    """The filter name of today for one of the camel-case names EC2 still accepts
+    (``isDefault`` for ``is-default``, ``availabilityZone``, ``groupId``, ...)."""
+    return _CAMEL.sub(r"-\1", name).lower() if name[:1].islower() else name
+
+
 def parse_filters(filters: Sequence[Params] | None, spec: FilterSpec) -> list[tuple[str, list]]:
     """Check filter names against ``spec`` (plus tag:K, tag-key, tag-value) and EC2's limits
     on the number and length of values."""
@@ -328,6 +337,8 @@ def parse_filters(filters: Sequence[Params] | None, spec: FilterSpec) -> list[tu
         if not name:
             raise ApiError("InvalidParameterValue", "The filter 'null' is invalid")
         known = name in spec or name.startswith("tag:") or name in ("tag-key", "tag-value")
+        if not known and legacy_filter_name(name) in spec:
+            name, known = legacy_filter_name(name), True
         if not known:
             shown = name if len(name) <= MAX_FILTER_VALUE_LENGTH else name[:40] + "..."
             raise ApiError("InvalidParameterValue", f"The filter '{shown}' is invalid")

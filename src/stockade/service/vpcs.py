@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
+from typing import Any
 
-from sqlalchemy import Row, delete, func, insert, select
+from sqlalchemy import Row, delete, func, insert, select, update
 
 from stockade.errors import ApiError
 from stockade.service import groups, resources
@@ -196,6 +197,7 @@ def delete_vpc(ctx: Ctx, p: Params) -> Result:
         ctx.conn.execute(delete(schema.security_groups).where(G.id == default_group.id))
         ctx.log("group.deleted", default_group.id, vpc_id=vpc.id)
     resources.drop_tags(ctx, [vpc.id])
+    resources.drop_attributes(ctx, [vpc.id])
     ctx.conn.execute(delete(schema.vpcs).where(V.id == vpc.id))
     ctx.log("vpc.deleted", vpc.id)
     return {}
@@ -204,8 +206,16 @@ def delete_vpc(ctx: Ctx, p: Params) -> Result:
 VPC_FILTERS: FilterSpec = {
     "vpc-id": lambda v: [v["vpc_id"]],
     "cidr": lambda v: [v["cidr_block"]],
-    "cidr-block-association.cidr-block": lambda v: [v["cidr_block"]],
-    "cidr-block-association.state": lambda v: ["associated"],
+    "cidr-block": lambda v: [v["cidr_block"]],  # not in EC2's list, but EC2 takes it
+    "cidr-block-association.cidr-block": lambda v: [
+        a["cidr_block"] for a in v["cidr_block_association_set"]
+    ],
+    "cidr-block-association.association-id": lambda v: [
+        a["association_id"] for a in v["cidr_block_association_set"]
+    ],
+    "cidr-block-association.state": lambda v: [
+        a["cidr_block_state"]["state"] for a in v["cidr_block_association_set"]
+    ],
     "is-default": lambda v: [v["is_default"]],
     "state": lambda v: [v["state"]],
     "owner-id": lambda v: [v["owner_id"]],
@@ -270,6 +280,7 @@ def delete_subnet(ctx: Ctx, p: Params) -> Result:
     for check in SUBNET_DELETE_CHECKS:
         check(ctx, subnet.id)
     resources.drop_tags(ctx, [subnet.id])
+    resources.drop_attributes(ctx, [subnet.id])
     ctx.conn.execute(delete(schema.subnets).where(S.id == subnet.id))
     ctx.log("subnet.deleted", subnet.id, vpc_id=subnet.vpc_id)
     return {}
@@ -308,9 +319,16 @@ def _addresses_used(ctx: Ctx, subnet_ids: list[str]) -> dict[str, int]:
 
 
 def _subnet_results(ctx: Ctx, rows: list[Row]) -> list[Result]:
-    tags = resources.tags_for(ctx, [r.id for r in rows])
-    used = _addresses_used(ctx, [r.id for r in rows])
-    return [subnet_result(ctx, r, tags.get(r.id), used.get(r.id, 0)) for r in rows]
+    ids = [r.id for r in rows]
+    tags = resources.tags_for(ctx, ids)
+    used = _addresses_used(ctx, ids)
+    stored = resources.attributes_of(ctx, ids)
+    out = []
+    for r in rows:
+        item = subnet_result(ctx, r, tags.get(r.id), used.get(r.id, 0))
+        item.update(subnet_attributes(stored.get(r.id, {})))
+        out.append(item)
+    return out
 
 
 SUBNETS = Describe(
@@ -327,3 +345,177 @@ SUBNETS = Describe(
 @action("DescribeSubnets", write=False)
 def describe_subnets(ctx: Ctx, p: Params) -> Result:
     return SUBNETS.run(ctx, p)
+
+
+# --- attributes ----------------------------------------------------------------------------
+
+# EC2's VPC attributes and their defaults (DNS hostnames are on in a default VPC only)
+VPC_ATTRIBUTES = ("enableDnsSupport", "enableDnsHostnames", "enableNetworkAddressUsageMetrics")
+_VPC_ATTRIBUTE_KEYS = {
+    "enableDnsSupport": "enable_dns_support",
+    "enableDnsHostnames": "enable_dns_hostnames",
+    "enableNetworkAddressUsageMetrics": "enable_network_address_usage_metrics",
+}
+
+
+def vpc_attribute(ctx: Ctx, vpc: Row, name: str, stored: dict | None = None) -> bool:
+    if stored is None:
+        stored = resources.attributes_of(ctx, [vpc.id]).get(vpc.id, {})
+    if name in stored:
+        return bool(stored[name])
+    if name == "enableDnsSupport":
+        return True
+    return name == "enableDnsHostnames" and bool(vpc.is_default)
+
+
+@action("DescribeVpcAttribute", write=False)
+def describe_vpc_attribute(ctx: Ctx, p: Params) -> Result:
+    name = p.get("attribute")
+    if not name:
+        raise ApiError("MissingParameter", "The request must contain the parameter Attribute")
+    if name not in VPC_ATTRIBUTES:
+        raise ApiError(
+            "InvalidParameterValue",
+            f"Value ({name}) for parameter attribute is invalid. Unknown attribute.",
+        )
+    vpc = resources.get(ctx, p.get("vpc_id"), "vpc")
+    return {"vpc_id": vpc.id, _VPC_ATTRIBUTE_KEYS[name]: {"value": vpc_attribute(ctx, vpc, name)}}
+
+
+@action("ModifyVpcAttribute", write=True)
+def modify_vpc_attribute(ctx: Ctx, p: Params) -> Result:
+    vpc = resources.get(ctx, p.get("vpc_id"), "vpc")
+    given = [n for n in VPC_ATTRIBUTES if p.get(_VPC_ATTRIBUTE_KEYS[n]) is not None]
+    if not given:
+        raise ApiError(
+            "MissingParameter",
+            "The request must contain one of the parameters EnableDnsSupport, "
+            "EnableDnsHostnames or EnableNetworkAddressUsageMetrics",
+        )
+    if len(given) > 1:
+        raise ApiError(
+            "InvalidParameterCombination",
+            "Fields for multiple attribute types specified: " + ", ".join(given),
+        )
+    (name,) = given
+    value = (p[_VPC_ATTRIBUTE_KEYS[name]] or {}).get("value")
+    if value is None:
+        raise ApiError(
+            "MissingParameter",
+            f"The request must contain the parameter {name[0].upper()}{name[1:]}.Value",
+        )
+    if name == "enableDnsHostnames" and value and not vpc_attribute(ctx, vpc, "enableDnsSupport"):
+        raise ApiError(
+            "InvalidParameterCombination",
+            "Cannot enable DNS hostnames while DNS support is disabled for the VPC.",
+        )
+    if name == "enableDnsSupport" and not value and vpc_attribute(ctx, vpc, "enableDnsHostnames"):
+        raise ApiError(
+            "InvalidParameterCombination",
+            "Cannot disable DNS support while DNS hostnames are enabled for the VPC.",
+        )
+    resources.set_attribute(ctx, vpc.id, name, bool(value))
+    ctx.log("vpc.attribute", vpc.id, **{name: bool(value)})
+    return {}
+
+
+# subnet attributes beyond map_public_ip (a column): request key -> (stored name, default)
+_SUBNET_ATTRIBUTES: dict[str, tuple[str, Any]] = {
+    "assign_ipv6_address_on_creation": ("assignIpv6AddressOnCreation", False),
+    "map_customer_owned_ip_on_launch": ("mapCustomerOwnedIpOnLaunch", False),
+    "enable_dns64": ("enableDns64", False),
+    "enable_resource_name_dns_a_record_on_launch": ("enableResourceNameDnsARecordOnLaunch", False),
+    "enable_resource_name_dns_aaaa_record_on_launch": (
+        "enableResourceNameDnsAAAARecordOnLaunch",
+        False,
+    ),
+}
+HOSTNAME_TYPES = ("ip-name", "resource-name")
+
+
+def subnet_attributes(stored: dict) -> Result:
+    """The attribute part of a subnet's result (``stored``: what was set on it)."""
+
+    def get(key: str) -> Any:
+        name, default = _SUBNET_ATTRIBUTES[key]
+        return stored.get(name, default)
+
+    return {
+        "assign_ipv6_address_on_creation": get("assign_ipv6_address_on_creation"),
+        "map_customer_owned_ip_on_launch": get("map_customer_owned_ip_on_launch"),
+        "enable_dns64": get("enable_dns64"),
+        "ipv6_native": False,
+        "private_dns_name_options_on_launch": {
+            "hostname_type": stored.get("privateDnsHostnameTypeOnLaunch", "ip-name"),
+            "enable_resource_name_dns_a_record": get("enable_resource_name_dns_a_record_on_launch"),
+            "enable_resource_name_dns_aaaa_record": get(
+                "enable_resource_name_dns_aaaa_record_on_launch"
+            ),
+        },
+    }
+
+
+@action("ModifySubnetAttribute", write=True)
+def modify_subnet_attribute(ctx: Ctx, p: Params) -> Result:
+    subnet = resources.get(ctx, p.get("subnet_id"), "subnet")
+    given = [
+        k
+        for k in (
+            "map_public_ip_on_launch",
+            *_SUBNET_ATTRIBUTES,
+            "private_dns_hostname_type_on_launch",
+        )
+        if p.get(k) is not None
+    ]
+    for unsupported in ("customer_owned_ipv4_pool", "enable_lni_at_device_index"):
+        if p.get(unsupported) is not None:
+            raise ApiError(
+                "UnsupportedOperation", f"Stockade does not support {unsupported} on subnets."
+            )
+    if p.get("disable_lni_at_device_index") is not None:
+        given.append("disable_lni_at_device_index")
+    if not given:
+        raise ApiError(
+            "MissingParameter",
+            "The request must contain an attribute to modify (e.g. MapPublicIpOnLaunch)",
+        )
+    if len(given) > 1:
+        raise ApiError(
+            "InvalidParameterCombination",
+            "Fields for multiple attribute types specified: " + ", ".join(given),
+        )
+    (key,) = given
+    if key == "disable_lni_at_device_index":
+        return {}
+    if key == "private_dns_hostname_type_on_launch":
+        value = p[key]
+        if value not in HOSTNAME_TYPES:
+            raise ApiError(
+                "InvalidParameterValue",
+                f"Value ({value}) for parameter PrivateDnsHostnameTypeOnLaunch is invalid. "
+                f"Valid values: {', '.join(HOSTNAME_TYPES)}",
+            )
+        resources.set_attribute(ctx, subnet.id, "privateDnsHostnameTypeOnLaunch", value)
+        ctx.log("subnet.attribute", subnet.id, privateDnsHostnameTypeOnLaunch=value)
+        return {}
+    value = (p[key] or {}).get("value")
+    if value is None:
+        wire = "".join(part.capitalize() for part in key.split("_"))
+        raise ApiError("MissingParameter", f"The request must contain the parameter {wire}.Value")
+    if key == "map_public_ip_on_launch":
+        ctx.conn.execute(
+            update(schema.subnets).where(S.id == subnet.id).values(map_public_ip=bool(value))
+        )
+        ctx.log("subnet.attribute", subnet.id, mapPublicIpOnLaunch=bool(value))
+        return {}
+    if key == "assign_ipv6_address_on_creation" and value:
+        raise ApiError(
+            "InvalidParameterValue",
+            f"Invalid value 'true' for assignIpv6AddressOnCreation. Cannot set "
+            f"assignIpv6AddressOnCreation to true unless the subnet ({subnet.id}) has an "
+            "IPv6 CIDR block associated with it.",
+        )
+    name = _SUBNET_ATTRIBUTES[key][0]
+    resources.set_attribute(ctx, subnet.id, name, bool(value))
+    ctx.log("subnet.attribute", subnet.id, **{name: bool(value)})
+    return {}

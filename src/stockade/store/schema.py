@@ -312,3 +312,17 @@ key_pairs = Table(
     UniqueConstraint("account_id", "region", "name", name="uq_key_name"),
     Index("ix_key_pairs_owner", "account_id", "region"),
 )
+
+# Attributes of a resource that only EC2's Describe*/Modify*Attribute actions read (a VPC's
+# DNS settings, a subnet's launch settings, an instance's metadata options and credit
+# specification, an address's reverse DNS name): one row per attribute set away from its
+# default, the value as JSON. Deleted with the resource (see resources.drop_attributes).
+attributes = Table(
+    "attributes",
+    metadata,
+    Column("resource_id", String(32), primary_key=True),
+    Column("name", String(64), primary_key=True),
+    Column("value", JSON, nullable=False),
+    Column("account_id", String(12), nullable=False),
+    Column("region", String(32), nullable=False),
+)
