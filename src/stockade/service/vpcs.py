@@ -90,7 +90,8 @@ def create_subnet_row(ctx: Ctx, vpc_id: str, cidr: str, zone: str, *, default: b
 
 def check_block(value: object, lo: int, hi: int, code: str) -> ipaddress.IPv4Network:
     try:
-        net = ipaddress.IPv4Network(str(value), strict=True)
+        # host bits set are cleared, as EC2 does (10.250.1.0/16 is 10.250.0.0/16)
+        net = ipaddress.IPv4Network(str(value), strict=False)
         if "/" not in str(value) or not lo <= net.prefixlen <= hi:
             raise ValueError(value)
     except ValueError:
@@ -140,9 +141,25 @@ def subnet_result(ctx: Ctx, row: Row, tags: list | None, used: int = 0) -> Resul
     return out
 
 
+# EC2's short names of the directions in region names, for zone ids (use1-az1, apse2-az3)
+_DIRECTIONS = {
+    "east": "e",
+    "west": "w",
+    "north": "n",
+    "south": "s",
+    "central": "c",
+    "northeast": "ne",
+    "northwest": "nw",
+    "southeast": "se",
+    "southwest": "sw",
+}
+
+
 def zone_id(region: str, letter: str) -> str:
-    short = "".join(part[0] if not part.isdigit() else part for part in region.split("-"))
-    return f"{short}-az{ZONE_LETTERS.index(letter) + 1}"
+    """EC2's id of a zone: the region's short name (``use1`` for us-east-1, ``apse2`` for
+    ap-southeast-2) and the zone's number (Stockade maps letter a to az1, b to az2, ...)."""
+    country, direction, number = region.split("-")
+    return f"{country}{_DIRECTIONS[direction]}{number}-az{ZONE_LETTERS.index(letter) + 1}"
 
 
 @action("CreateVpc", write=True)
@@ -170,11 +187,6 @@ def delete_vpc(ctx: Ctx, p: Params) -> Result:
     if others or subnets:
         raise ApiError(
             "DependencyViolation", f"The vpc '{vpc.id}' has dependencies and cannot be deleted."
-        )
-    if vpc.is_default:
-        raise ApiError(
-            "OperationNotPermitted",
-            f"The default VPC '{vpc.id}' is kept by Stockade and cannot be deleted.",
         )
     default_group = ctx.conn.execute(
         select(schema.security_groups).where(G.vpc_id == vpc.id, G.name == "default")
@@ -268,6 +280,97 @@ def create_subnet(ctx: Ctx, p: Params) -> Result:
     row = create_subnet_row(ctx, vpc.id, str(net), zone, default=False)
     resources.tag_specifications(ctx, p, "subnet", row.id)
     return {"subnet": subnet_result(ctx, row, resources.tags_for(ctx, [row.id]).get(row.id))}
+
+
+def _default_vpc(ctx: Ctx) -> Row | None:
+    return ctx.conn.execute(
+        select(schema.vpcs).where(
+            V.account_id == ctx.account_id, V.region == ctx.region, V.is_default.is_(True)
+        )
+    ).first()
+
+
+@action("CreateDefaultVpc", write=True)
+def create_default_vpc(ctx: Ctx, p: Params) -> Result:
+    """A default VPC again after the last was deleted: 172.31.0.0/16, a default /20 subnet
+    in each zone, its default group (EC2's errors while one exists)."""
+    if _default_vpc(ctx) is not None:
+        raise ApiError(
+            "DefaultVpcAlreadyExists",
+            "A Default VPC already exists for this account in this region.",
+        )
+    vpc = create_vpc_row(ctx, DEFAULT_VPC_CIDR, is_default=True)
+    rt = schema.regions.c
+    ctx.conn.execute(
+        update(schema.regions)
+        .where(rt.account_id == ctx.account_id, rt.region == ctx.region)
+        .values(default_vpc_id=vpc.id)
+    )
+    net = ipaddress.ip_network(DEFAULT_VPC_CIDR)
+    for letter, cidr in zip(ZONE_LETTERS, net.subnets(new_prefix=20), strict=False):
+        create_subnet_row(ctx, vpc.id, str(cidr), f"{ctx.region}{letter}", default=True)
+    return {"vpc": vpc_result(ctx, vpc, None)}
+
+
+@action("CreateDefaultSubnet", write=True)
+def create_default_subnet(ctx: Ctx, p: Params) -> Result:
+    """A default /20 subnet of the default VPC in a zone that has none."""
+    if p.get("ipv6_native"):
+        raise ApiError("UnsupportedOperation", "Stockade does not support IPv6-only subnets.")
+    zone = _zone_of(ctx, p.get("availability_zone"), p.get("availability_zone_id"), required=True)
+    vpc = _default_vpc(ctx)
+    if vpc is None:
+        raise ApiError(
+            "DefaultVpcDoesNotExist", "No default VPC exists for this account in this region."
+        )
+    taken = list(
+        ctx.conn.execute(
+            select(S.cidr, S.availability_zone, S.default_for_az).where(S.vpc_id == vpc.id)
+        )
+    )
+    if any(z == zone and default for _, z, default in taken):
+        raise ApiError(
+            "DefaultSubnetAlreadyInAvailabilityZone",
+            f"a default subnet already exists in availability zone {zone}",
+        )
+    used = [ipaddress.IPv4Network(c) for c, _, _ in taken]
+    for cidr in ipaddress.ip_network(vpc.cidr).subnets(new_prefix=20):
+        if not any(cidr.overlaps(u) for u in used):
+            row = create_subnet_row(ctx, vpc.id, str(cidr), zone, default=True)
+            return {"subnet": subnet_result(ctx, row, None) | subnet_attributes({})}
+    raise ApiError(
+        "InsufficientFreeAddressesInSubnet",
+        f"The default VPC '{vpc.id}' has no free /20 block left for a default subnet.",
+    )
+
+
+def _zone_of(ctx: Ctx, name: object, zone_id_given: object, *, required: bool) -> str:
+    """The zone a request names (by name or by id) in this region, or EC2's error."""
+    zones = [f"{ctx.region}{letter}" for letter in ZONE_LETTERS]
+    if zone_id_given:
+        by_id = {zone_id(ctx.region, z[-1]): z for z in zones}
+        zone = by_id.get(str(zone_id_given))
+        if zone is None:
+            raise ApiError(
+                "InvalidParameterValue",
+                f"Value ({zone_id_given}) for parameter availabilityZoneId is invalid. "
+                f"Valid zone ids in {ctx.region}: {', '.join(by_id)}.",
+            )
+        return zone
+    if not name:
+        if required:
+            raise ApiError(
+                "MissingParameter", "The request must contain the parameter AvailabilityZone"
+            )
+        return zones[0]
+    if name not in zones:
+        raise ApiError(
+            "InvalidParameterValue",
+            f"Value ({name}) for parameter availabilityZone is invalid. "
+            f"Subnets can currently only be created in the following availability zones: "
+            f"{', '.join(zones)}.",
+        )
+    return str(name)
 
 
 # Checks other modules add (instances in a subnet, ...): each raises DependencyViolation.
