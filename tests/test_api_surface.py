@@ -359,3 +359,26 @@ def test_filter_values_are_checked_as_ids(ec2):
         Filters=[{"Name": "group-id", "Values": ["sg-0123456789abcdef0"]}]
     )
     assert none["SecurityGroups"] == []
+
+
+def test_classic_authorize_with_host_bits(sqlite_server):
+    import subprocess
+
+    from conftest import BIN
+
+    acct = sqlite_server.account()
+    env = sqlite_server.env(acct)
+    ran = subprocess.run(
+        [str(BIN / "ec2-authorize"), "default", "-P", "tcp", "-p", "22", "-s", "205.192.8.45/24"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert "205.192.8.45/24" in ran.stdout  # the tool echoes the request, as EC2's did
+    (g,) = sqlite_server.client(acct).describe_security_groups(GroupNames=["default"])[
+        "SecurityGroups"
+    ]
+    cidrs = [r["CidrIp"] for p in g["IpPermissions"] for r in p["IpRanges"]]
+    assert cidrs == ["205.192.8.0/24"]
