@@ -382,3 +382,47 @@ def test_classic_authorize_with_host_bits(sqlite_server):
     ]
     cidrs = [r["CidrIp"] for p in g["IpPermissions"] for r in p["IpRanges"]]
     assert cidrs == ["205.192.8.0/24"]
+
+
+def test_subnet_cidr_reservations(ec2):
+    vpc = ec2.create_vpc(CidrBlock="10.70.0.0/16")["Vpc"]["VpcId"]
+    sid = ec2.create_subnet(VpcId=vpc, CidrBlock="10.70.1.0/24")["Subnet"]["SubnetId"]
+    made = ec2.create_subnet_cidr_reservation(
+        SubnetId=sid,
+        Cidr="10.70.1.17/28",
+        ReservationType="prefix",
+        Description="for prefixes",
+        TagSpecifications=[
+            {"ResourceType": "subnet-cidr-reservation", "Tags": [{"Key": "k", "Value": "v"}]}
+        ],
+    )["SubnetCidrReservation"]
+    assert made["Cidr"] == "10.70.1.16/28" and made["ReservationType"] == "prefix"
+    assert made["Tags"] == [{"Key": "k", "Value": "v"}]
+    for cidr, kind in (
+        ("10.70.1.20/30", "explicit"),
+        ("10.71.0.0/28", "explicit"),
+        ("10.70.1.64/28", "odd"),
+    ):
+        code, _ = error_of(
+            ec2.create_subnet_cidr_reservation, SubnetId=sid, Cidr=cidr, ReservationType=kind
+        )
+        assert code in ("InvalidSubnetCidrReservation.Conflict", "InvalidParameterValue"), cidr
+    got = ec2.get_subnet_cidr_reservations(SubnetId=sid)
+    assert [r["SubnetCidrReservationId"] for r in got["SubnetIpv4CidrReservations"]] == [
+        made["SubnetCidrReservationId"]
+    ]
+    assert got["SubnetIpv6CidrReservations"] == []
+    none = ec2.get_subnet_cidr_reservations(
+        SubnetId=sid, Filters=[{"Name": "reservationType", "Values": ["explicit"]}]
+    )
+    assert none["SubnetIpv4CidrReservations"] == []
+    gone = ec2.delete_subnet_cidr_reservation(
+        SubnetCidrReservationId=made["SubnetCidrReservationId"]
+    )["DeletedSubnetCidrReservation"]
+    assert gone["Cidr"] == "10.70.1.16/28"
+    assert ec2.get_subnet_cidr_reservations(SubnetId=sid)["SubnetIpv4CidrReservations"] == []
+    code, _ = error_of(
+        ec2.delete_subnet_cidr_reservation,
+        SubnetCidrReservationId=made["SubnetCidrReservationId"],
+    )
+    assert code == "InvalidSubnetCidrReservationID.NotFound"

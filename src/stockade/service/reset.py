@@ -28,6 +28,7 @@ from stockade.store.db import Store, Tx
 OWNED: tuple[tuple[Table, str], ...] = (
     (schema.tags, "tags"),
     (schema.attributes, "attributes"),
+    (schema.subnet_cidr_reservations, "subnet CIDR reservations"),
     (schema.addresses, "Elastic IPs"),
     (schema.network_interfaces, "network interfaces"),
     (schema.instances, "instances"),

@@ -119,6 +119,18 @@ register_kind(
 )
 
 
+register_kind(
+    Kind(
+        "scr",
+        "subnet-cidr-reservation",
+        schema.subnet_cidr_reservations,
+        "InvalidSubnetCidrReservationID.Malformed",
+        "InvalidSubnetCidrReservationID.NotFound",
+        "The subnet CIDR reservation ID '{id}' does not exist",
+    )
+)
+
+
 def kind_of(resource_id: Any) -> Kind:
     prefix = resource_id.rsplit("-", 1)[0] if isinstance(resource_id, str) else ""
     kind = KINDS.get(prefix)

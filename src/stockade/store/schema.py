@@ -326,3 +326,17 @@ attributes = Table(
     Column("account_id", String(12), nullable=False),
     Column("region", String(32), nullable=False),
 )
+
+# Subnet CIDR reservations (CreateSubnetCidrReservation): blocks of a subnet kept for
+# explicit assignment or prefix delegation; deleted with their subnet.
+subnet_cidr_reservations = Table(
+    "subnet_cidr_reservations",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("account_id", String(12), nullable=False),
+    Column("region", String(32), nullable=False),
+    Column("subnet_id", String(32), nullable=False, index=True),
+    Column("cidr", String(64), nullable=False),
+    Column("reservation_type", String(16), nullable=False),
+    Column("description", String(255), nullable=True),
+)

@@ -1,5 +1,6 @@
 """attributes: the values of EC2 attributes set away from their defaults (VPC DNS settings,
-subnet launch settings, instance metadata options and credit specifications, ...)
+subnet launch settings, instance metadata options and credit specifications, ...), and
+subnet CIDR reservations
 
 Revision ID: 0003s
 Revises: 0002
@@ -24,7 +25,22 @@ def upgrade() -> None:
         sa.Column("account_id", sa.String(12), nullable=False),
         sa.Column("region", sa.String(32), nullable=False),
     )
+    op.create_table(
+        "subnet_cidr_reservations",
+        sa.Column("id", sa.String(32), primary_key=True),
+        sa.Column("account_id", sa.String(12), nullable=False),
+        sa.Column("region", sa.String(32), nullable=False),
+        sa.Column("subnet_id", sa.String(32), nullable=False),
+        sa.Column("cidr", sa.String(64), nullable=False),
+        sa.Column("reservation_type", sa.String(16), nullable=False),
+        sa.Column("description", sa.String(255), nullable=True),
+    )
+    op.create_index(
+        "ix_subnet_cidr_reservations_subnet_id", "subnet_cidr_reservations", ["subnet_id"]
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_subnet_cidr_reservations_subnet_id", "subnet_cidr_reservations")
+    op.drop_table("subnet_cidr_reservations")
     op.drop_table("attributes")
