@@ -16,8 +16,8 @@ $(STAMP): pyproject.toml
 	@$(PY) -m venv $(VENV) || { echo "could not create $(VENV)/ with $(PY): install python3-venv (apt-get install python3-venv) or pass PY=/path/to/python3.11+"; exit 1; }
 	@echo "[2/3] updating pip (a few seconds)"
 	@$(BIN)/pip install -q --upgrade pip || { echo "updating pip failed (see above); is PyPI reachable?"; exit 1; }
-	@echo "[3/3] installing Stockade and its Python packages (about 30 s the first time)"
-	@$(BIN)/pip install -q -e '.[dev]' || { echo "installing the Python packages failed (see above); is PyPI reachable? then run make again"; exit 1; }
+	@echo "[3/3] installing Stockade and its Python packages (about a minute the first time)"
+	@$(BIN)/pip install -q -e '.[dev,ansible]' || { echo "installing the Python packages failed (see above); is PyPI reachable? then run make again"; exit 1; }
 	@touch $(STAMP)
 	@echo "Python packages installed in $(VENV)/"
 

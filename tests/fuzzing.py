@@ -45,6 +45,7 @@ from botocore.model import ServiceModel, Shape
 
 import stockade.api.app  # noqa: F401  (registers every action)
 from stockade.service.common import ACTIONS, encode_token
+from stockade.service.describe import Describe
 from stockade.store import schema
 from stockade.store.db import Store
 
@@ -927,9 +928,14 @@ def _filter_names(action: str) -> list[str]:
     every table in its module), and the tag filters."""
     handler = ACTIONS[action].handler
     module = vars(sys.modules[handler.__module__])
+    names = {"tag:Name", "tag-key", "tag-value"}
+    listings = [module[n] for n in handler.__code__.co_names if isinstance(module.get(n), Describe)]
+    if listings:  # the handler runs a describe helper: its filters
+        for listing in listings:
+            names.update(listing.filters)
+        return sorted(names)
     tables = [n for n, v in module.items() if n.endswith("FILTERS") and isinstance(v, dict)]
     named = [n for n in handler.__code__.co_names if n in tables]
-    names = {"tag:Name", "tag-key", "tag-value"}
     for table in named or tables:
         names.update(module[table])
     return sorted(names)

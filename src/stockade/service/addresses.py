@@ -19,7 +19,7 @@ import ipaddress
 from sqlalchemy import Row, delete, func, insert, select, update
 
 from stockade.errors import ApiError
-from stockade.service import interfaces, resources
+from stockade.service import groups, interfaces, resources
 from stockade.service.common import (
     Ctx,
     FilterSpec,
@@ -243,8 +243,16 @@ def release_address(ctx: Ctx, p: Params) -> Result:
             f"Value ({p['network_border_group']}) for parameter NetworkBorderGroup is invalid.",
         )
     if eip.interface_id is not None:
-        raise ApiError("InvalidIPAddress.InUse", f"Address {eip.public_ip} is in use.")
+        # EC2: in the default VPC, releasing disassociates first; in any other VPC, the
+        # address must be disassociated before (InvalidIPAddress.InUse)
+        eni = ctx.conn.execute(select(N.vpc_id).where(N.id == eip.interface_id)).first()
+        if eni is None or eni.vpc_id != groups.default_vpc_id_or_none(ctx):
+            raise ApiError("InvalidIPAddress.InUse", f"Address {eip.public_ip} is in use.")
+        eni_id = eip.interface_id
+        interfaces.disassociate_elastic_ip(ctx, eip)
+        restore_pool_ip(ctx, eni_id)
     resources.drop_tags(ctx, [eip.id])
+    resources.drop_attributes(ctx, [eip.id])
     ctx.conn.execute(delete(schema.addresses).where(A.id == eip.id))
     ctx.log("address.released", eip.id, public_ip=eip.public_ip)
     return {}

@@ -26,22 +26,66 @@ from stockade.store.db import Tx
 Params = dict[str, Any]
 Result = dict[str, Any]
 
+# Every commercial AWS region (the aws partition), as DescribeRegions lists them
 REGIONS: dict[str, str] = {
     "us-east-1": "US East (N. Virginia)",
     "us-east-2": "US East (Ohio)",
     "us-west-1": "US West (N. California)",
     "us-west-2": "US West (Oregon)",
-    "ca-central-1": "Canada (Central)",
-    "eu-west-1": "Europe (Ireland)",
-    "eu-west-2": "Europe (London)",
-    "eu-central-1": "Europe (Frankfurt)",
-    "eu-north-1": "Europe (Stockholm)",
+    "af-south-1": "Africa (Cape Town)",
+    "ap-east-1": "Asia Pacific (Hong Kong)",
+    "ap-east-2": "Asia Pacific (Taipei)",
+    "ap-south-1": "Asia Pacific (Mumbai)",
+    "ap-south-2": "Asia Pacific (Hyderabad)",
     "ap-southeast-1": "Asia Pacific (Singapore)",
     "ap-southeast-2": "Asia Pacific (Sydney)",
+    "ap-southeast-3": "Asia Pacific (Jakarta)",
+    "ap-southeast-4": "Asia Pacific (Melbourne)",
+    "ap-southeast-5": "Asia Pacific (Malaysia)",
+    "ap-southeast-6": "Asia Pacific (New Zealand)",
+    "ap-southeast-7": "Asia Pacific (Thailand)",
     "ap-northeast-1": "Asia Pacific (Tokyo)",
-    "ap-south-1": "Asia Pacific (Mumbai)",
+    "ap-northeast-2": "Asia Pacific (Seoul)",
+    "ap-northeast-3": "Asia Pacific (Osaka)",
+    "ca-central-1": "Canada (Central)",
+    "ca-west-1": "Canada West (Calgary)",
+    "eu-central-1": "Europe (Frankfurt)",
+    "eu-central-2": "Europe (Zurich)",
+    "eu-west-1": "Europe (Ireland)",
+    "eu-west-2": "Europe (London)",
+    "eu-west-3": "Europe (Paris)",
+    "eu-south-1": "Europe (Milan)",
+    "eu-south-2": "Europe (Spain)",
+    "eu-north-1": "Europe (Stockholm)",
+    "il-central-1": "Israel (Tel Aviv)",
+    "me-south-1": "Middle East (Bahrain)",
+    "me-central-1": "Middle East (UAE)",
+    "mx-central-1": "Mexico (Central)",
     "sa-east-1": "South America (Sao Paulo)",
 }
+# the regions an AWS account has to opt in to (the rest are on for every account); Stockade
+# answers in all of them, so DescribeRegions shows these as opted in
+OPT_IN_REGIONS = frozenset(
+    {
+        "af-south-1",
+        "ap-east-1",
+        "ap-east-2",
+        "ap-south-2",
+        "ap-southeast-3",
+        "ap-southeast-4",
+        "ap-southeast-5",
+        "ap-southeast-6",
+        "ap-southeast-7",
+        "ca-west-1",
+        "eu-central-2",
+        "eu-south-1",
+        "eu-south-2",
+        "il-central-1",
+        "me-south-1",
+        "me-central-1",
+        "mx-central-1",
+    }
+)
 ZONE_LETTERS = "abc"
 
 
@@ -317,6 +361,15 @@ def tag_values(item: Result, key: str | None = None) -> list[str]:
     return [t["value"] for t in item.get("tags") or () if key is None or t["key"] == key]
 
 
+_CAMEL = re.compile(r"(?<=[a-z0-9])([A-Z])")
+
+
+def legacy_filter_name(name: str) -> str:
+    """The filter name of today for one of the camel-case names EC2 still accepts
+    (``isDefault`` for ``is-default``, ``availabilityZone``, ``groupId``, ...)."""
+    return _CAMEL.sub(r"-\1", name).lower() if name[:1].islower() else name
+
+
 def parse_filters(filters: Sequence[Params] | None, spec: FilterSpec) -> list[tuple[str, list]]:
     """Check filter names against ``spec`` (plus tag:K, tag-key, tag-value) and EC2's limits
     on the number and length of values."""
@@ -328,6 +381,8 @@ def parse_filters(filters: Sequence[Params] | None, spec: FilterSpec) -> list[tu
         if not name:
             raise ApiError("InvalidParameterValue", "The filter 'null' is invalid")
         known = name in spec or name.startswith("tag:") or name in ("tag-key", "tag-value")
+        if not known and legacy_filter_name(name) in spec:
+            name, known = legacy_filter_name(name), True
         if not known:
             shown = name if len(name) <= MAX_FILTER_VALUE_LENGTH else name[:40] + "..."
             raise ApiError("InvalidParameterValue", f"The filter '{shown}' is invalid")

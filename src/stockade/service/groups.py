@@ -227,8 +227,10 @@ def check_cidr(value: Any, version: int) -> str:
 
 @functools.lru_cache(maxsize=4096)  # the same few blocks come again and again
 def _canonical_cidr(text: str, version: int) -> str | None:
+    """The block as EC2 stores it: host bits cleared (``205.192.8.45/24`` is
+    ``205.192.8.0/24``), the prefix length required."""
     try:
-        net = ipaddress.ip_network(text, strict=True)
+        net = ipaddress.ip_network(text, strict=False)
     except ValueError:
         return None
     if "/" not in text or net.version != version:
@@ -858,6 +860,7 @@ GROUPS = _Groups(
     sort="group_id",
     source=_group_rows,
     scan=_group_scan,
+    id_filters={"group-id": ("sg", "InvalidGroupId.Malformed")},
 )
 
 
@@ -1016,6 +1019,10 @@ RULES = Describe(
     pushed={"group-id": R.group_id},  # (the SQL is _rules_query's)
     sort="security_group_rule_id",
     source=_rule_rows,
+    id_filters={
+        "group-id": ("sg", "InvalidGroupId.Malformed"),
+        "security-group-rule-id": ("sgr", "InvalidSecurityGroupRuleId.Malformed"),
+    },
 )
 
 

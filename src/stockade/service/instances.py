@@ -37,7 +37,16 @@ from typing import Any
 from sqlalchemy import Row, func, insert, select, update
 
 from stockade.errors import ApiError
-from stockade.service import groups, images, interfaces, ipv6, keypairs, resources
+from stockade.service import (
+    groups,
+    images,
+    instance_options,
+    instance_types,
+    interfaces,
+    ipv6,
+    keypairs,
+    resources,
+)
 from stockade.service.common import (
     ZONE_LETTERS,
     Config,
@@ -81,29 +90,7 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 # States that count against Config.max_instances (a host holds, or will hold, the instance).
 ACTIVE_STATES = ("pending", "running", "stopping", "shutting-down")
 
-INSTANCE_TYPES = frozenset(
-    {
-        "t2.nano",
-        "t2.micro",
-        "t2.small",
-        "t2.medium",
-        "t2.large",
-        "t3.nano",
-        "t3.micro",
-        "t3.small",
-        "t3.medium",
-        "t3.large",
-        "m1.small",
-        "m1.medium",
-        "m1.large",
-        "m1.xlarge",
-        "m5.large",
-        "m5.xlarge",
-        "c5.large",
-        "c5.xlarge",
-        "r5.large",
-    }
-)
+INSTANCE_TYPES = frozenset(instance_types.TABLE)  # every type EC2 has (data/instance_types.csv)
 DEFAULT_INSTANCE_TYPE = "m1.small"
 MAX_USER_DATA = 16 * 1024
 
@@ -438,10 +425,14 @@ def describe_rows(ctx: Ctx, rows: list[Row]) -> list[Result]:
     enis = interfaces.views_by_instance(ctx, ids)
     tags = resources.tags_for(ctx, ids)
     res = _reservations(ctx, {r.reservation_id for r in rows})
+    stored = resources.attributes_of(ctx, ids)
     out = []
     for r in rows:
         reservation = res[r.reservation_id]
         item = instance_result(ctx, r, enis.get(r.id, []), tags.get(r.id), reservation.client_token)
+        if r.id in stored:  # options set away from their defaults
+            item["metadata_options"] = instance_options.metadata_options(stored[r.id])
+            item["placement"]["tenancy"] = instance_options.tenancy(stored[r.id])
         item["_reservation"] = reservation
         item["_sort"] = f"{r.launch_time}|{r.reservation_id}|{r.launch_index:06d}|{r.id}"
         out.append(item)

@@ -97,11 +97,20 @@ def _ssh_fields(blob: bytes) -> list[bytes]:
 
 
 def parse_public_key(material: bytes) -> tuple[str, bytes]:
-    """(key type, OpenSSH wire blob) of an OpenSSH or RFC 4716 public key."""
+    """(key type, OpenSSH wire blob) of a public key in a format EC2 imports: OpenSSH
+    (``ssh-rsa``/``ssh-ed25519 AAAA...``), RFC 4716 (``---- BEGIN SSH2 PUBLIC KEY ----``),
+    PEM (``PUBLIC KEY`` or PKCS#1 ``RSA PUBLIC KEY``) or base64 DER."""
     try:
         text = material.decode("ascii").strip()
     except UnicodeDecodeError:
         raise _KeyFormatError("not ASCII") from None
+    if text.startswith("-----BEGIN "):
+        return _from_der(_pem_body(text))
+    if text.startswith("MI") and " " not in text:  # base64 DER, no armour
+        try:
+            return _from_der(base64.b64decode("".join(text.split()), validate=True))
+        except (binascii.Error, ValueError):
+            raise _KeyFormatError("bad base64") from None
     if text.startswith("---- BEGIN SSH2 PUBLIC KEY ----"):
         lines, body, cont = text.splitlines()[1:], [], False
         for line in lines:
@@ -140,6 +149,91 @@ def parse_public_key(material: bytes) -> tuple[str, bytes]:
             raise _KeyFormatError("bad ed25519 key")
         return "ed25519", blob
     raise _KeyFormatError(f"unsupported key type {kind}")
+
+
+def _pem_body(text: str) -> bytes:
+    """The DER inside one PEM block (``PUBLIC KEY`` or ``RSA PUBLIC KEY``)."""
+    lines = [line.strip() for line in text.splitlines()]
+    label = lines[0][len("-----BEGIN ") :].rstrip("-")
+    if label not in ("PUBLIC KEY", "RSA PUBLIC KEY"):
+        raise _KeyFormatError(f"not a public key ({label})")
+    try:
+        end = lines.index(f"-----END {label}-----")
+    except ValueError:
+        raise _KeyFormatError("no END line") from None
+    try:
+        der = base64.b64decode("".join(lines[1:end]), validate=True)
+    except (binascii.Error, ValueError):
+        raise _KeyFormatError("bad base64") from None
+    return der if label == "PUBLIC KEY" else _spki_of_pkcs1(der)
+
+
+_RSA_OID = b"\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x01\x01"  # rsaEncryption
+_ED25519_OID = b"\x06\x03\x2b\x65\x70"  # id-Ed25519
+
+
+def _spki_of_pkcs1(pkcs1: bytes) -> bytes:
+    return _der(0x30, _der(0x30, _RSA_OID + b"\x05\x00") + _der(0x03, b"\x00" + pkcs1))
+
+
+def _der_items(data: bytes) -> list[tuple[int, bytes]]:
+    """The (tag, content) items of a DER string, one level."""
+    out, i = [], 0
+    while i < len(data):
+        if i + 2 > len(data):
+            raise _KeyFormatError("truncated DER")
+        tag, length = data[i], data[i + 1]
+        i += 2
+        if length & 0x80:
+            count = length & 0x7F
+            if not 1 <= count <= 4 or i + count > len(data):
+                raise _KeyFormatError("bad DER length")
+            length = int.from_bytes(data[i : i + count], "big")
+            i += count
+        if i + length > len(data):
+            raise _KeyFormatError("truncated DER")
+        out.append((tag, data[i : i + length]))
+        i += length
+    return out
+
+
+def _ssh_string(data: bytes) -> bytes:
+    return len(data).to_bytes(4, "big") + data
+
+
+def _mpint(value: int) -> bytes:
+    raw = value.to_bytes((value.bit_length() + 8) // 8, "big") if value else b""
+    return _ssh_string(raw)
+
+
+def _from_der(der: bytes) -> tuple[str, bytes]:
+    """(key type, OpenSSH blob) of a DER SubjectPublicKeyInfo (RSA or Ed25519)."""
+    items = _der_items(der)
+    if len(items) != 1 or items[0][0] != 0x30:
+        raise _KeyFormatError("not a DER sequence")
+    inner = _der_items(items[0][1])
+    if len(inner) != 2 or inner[0][0] != 0x30 or inner[1][0] != 0x03:
+        raise _KeyFormatError("not a SubjectPublicKeyInfo")
+    algorithm, bits = inner[0][1], inner[1][1]
+    if not bits or bits[0] != 0:
+        raise _KeyFormatError("bad BIT STRING")
+    key = bits[1:]
+    if algorithm.startswith(_ED25519_OID):
+        if len(key) != 32:
+            raise _KeyFormatError("bad ed25519 key")
+        return "ed25519", _ssh_string(b"ssh-ed25519") + _ssh_string(key)
+    if not algorithm.startswith(_RSA_OID):
+        raise _KeyFormatError("unsupported key algorithm")
+    seq = _der_items(key)
+    if len(seq) != 1 or seq[0][0] != 0x30:
+        raise _KeyFormatError("bad RSA key")
+    numbers = _der_items(seq[0][1])
+    if len(numbers) != 2 or any(tag != 0x02 for tag, _ in numbers):
+        raise _KeyFormatError("bad RSA key")
+    n, e = (int.from_bytes(v, "big") for _, v in numbers)
+    if not 1024 <= n.bit_length() <= 4096 or e < 3:
+        raise _KeyFormatError("unsupported RSA key size")
+    return "rsa", _ssh_string(b"ssh-rsa") + _mpint(e) + _mpint(n)
 
 
 def _openssh_line(blob: bytes) -> str:

@@ -9,6 +9,7 @@ from sqlalchemy import delete, select
 from stockade.errors import ApiError
 from stockade.service import groups, resources
 from stockade.service.common import (
+    OPT_IN_REGIONS,
     REGIONS,
     ZONE_LETTERS,
     Ctx,
@@ -35,7 +36,12 @@ def _regions(ctx: Ctx, p: Params, pushed: dict[str, list[str]]) -> list[Result]:
             raise ApiError("InvalidParameterValue", f"Invalid region: {name}")
     host = ctx.config.endpoint
     return [
-        {"region_name": n, "endpoint": host, "opt_in_status": "opt-in-not-required"} for n in names
+        {
+            "region_name": n,
+            "endpoint": host,
+            "opt_in_status": "opted-in" if n in OPT_IN_REGIONS else "opt-in-not-required",
+        }
+        for n in names
     ]
 
 

@@ -27,6 +27,8 @@ from stockade.store.db import Store, Tx
 # What a reset deletes, children before parents (foreign keys), as (table, label).
 OWNED: tuple[tuple[Table, str], ...] = (
     (schema.tags, "tags"),
+    (schema.attributes, "attributes"),
+    (schema.subnet_cidr_reservations, "subnet CIDR reservations"),
     (schema.addresses, "Elastic IPs"),
     (schema.network_interfaces, "network interfaces"),
     (schema.instances, "instances"),

@@ -119,6 +119,18 @@ register_kind(
 )
 
 
+register_kind(
+    Kind(
+        "scr",
+        "subnet-cidr-reservation",
+        schema.subnet_cidr_reservations,
+        "InvalidSubnetCidrReservationID.Malformed",
+        "InvalidSubnetCidrReservationID.NotFound",
+        "The subnet CIDR reservation ID '{id}' does not exist",
+    )
+)
+
+
 def kind_of(resource_id: Any) -> Kind:
     prefix = resource_id.rsplit("-", 1)[0] if isinstance(resource_id, str) else ""
     kind = KINDS.get(prefix)
@@ -259,3 +271,41 @@ def description(value: Any, param: str = "Description") -> str | None:
     if value is None:
         return None
     return check_text(value, param, required=False)
+
+
+# --- attributes ----------------------------------------------------------------------------
+
+
+def attributes_of(ctx: Ctx, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """The attributes set on each of ``ids`` (name -> value; defaults are not stored)."""
+    a = schema.attributes.c
+    out: dict[str, dict[str, Any]] = defaultdict(dict)
+    ids = list(ids)
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        for r in ctx.conn.execute(
+            select(a.resource_id, a.name, a.value).where(a.resource_id.in_(chunk))
+        ):
+            out[r.resource_id][r.name] = r.value
+    return out
+
+
+def set_attribute(ctx: Ctx, resource_id: str, name: str, value: Any) -> None:
+    a = schema.attributes
+    ctx.conn.execute(delete(a).where(a.c.resource_id == resource_id, a.c.name == name))
+    ctx.conn.execute(
+        insert(a).values(
+            resource_id=resource_id,
+            name=name,
+            value=value,
+            account_id=ctx.account_id,
+            region=ctx.region,
+        )
+    )
+
+
+def drop_attributes(ctx: Ctx, resource_ids: Iterable[str]) -> None:
+    ids = list(resource_ids)
+    if ids:
+        a = schema.attributes
+        ctx.conn.execute(delete(a).where(a.c.resource_id.in_(ids)))

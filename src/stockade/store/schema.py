@@ -374,3 +374,31 @@ insights = Table(
     Column("created_at", String(32), nullable=False),
     Index("ix_insights_owner", "account_id", "region", "kind"),
 )
+
+# Attributes of a resource that only EC2's Describe*/Modify*Attribute actions read (a VPC's
+# DNS settings, a subnet's launch settings, an instance's metadata options and credit
+# specification, an address's reverse DNS name): one row per attribute set away from its
+# default, the value as JSON. Deleted with the resource (see resources.drop_attributes).
+attributes = Table(
+    "attributes",
+    metadata,
+    Column("resource_id", String(32), primary_key=True),
+    Column("name", String(64), primary_key=True),
+    Column("value", JSON, nullable=False),
+    Column("account_id", String(12), nullable=False),
+    Column("region", String(32), nullable=False),
+)
+
+# Subnet CIDR reservations (CreateSubnetCidrReservation): blocks of a subnet kept for
+# explicit assignment or prefix delegation; deleted with their subnet.
+subnet_cidr_reservations = Table(
+    "subnet_cidr_reservations",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("account_id", String(12), nullable=False),
+    Column("region", String(32), nullable=False),
+    Column("subnet_id", String(32), nullable=False, index=True),
+    Column("cidr", String(64), nullable=False),
+    Column("reservation_type", String(16), nullable=False),
+    Column("description", String(255), nullable=True),
+)

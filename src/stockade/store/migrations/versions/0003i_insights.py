@@ -2,7 +2,7 @@
 their analyses (one table: what each is lives in ``data``, its id prefix says its kind)
 
 Revision ID: 0003i
-Revises: 0002
+Revises: 0003
 Create Date: 2026-12-03 16:50:00.000000
 """
 
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0003i"
-down_revision = "0002"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
