@@ -366,7 +366,8 @@ async def changes(request: Request) -> Response:
 
 async def health(request: Request) -> Response:
     """Liveness: the process answers (200 whether or not the database does). ``revision``
-    is the newest one this server knows of (null before it has read one)."""
+    is the newest one this server knows of (null before it has read one), ``waiting`` the
+    agents' long polls waiting in it now."""
     api: Api = request.app.state.api
     revision: int | None = api.feed.latest
     if revision < 0:
@@ -374,7 +375,7 @@ async def health(request: Request) -> Response:
             revision = await api.feed.newest()
         except Exception:  # noqa: BLE001 - live, even when the database is not
             revision = None
-    return JSONResponse({"status": "ok", "revision": revision})
+    return JSONResponse({"status": "ok", "revision": revision, "waiting": api.feed.waiting})
 
 
 READY_TIMEOUT = 2.0  # seconds the database has to answer a readiness check

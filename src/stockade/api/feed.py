@@ -60,6 +60,7 @@ class Feed:
         default_factory=collections.OrderedDict
     )
     wakes: int = 0  # how many times waiters were woken (for the benchmarks)
+    waiting: int = 0  # long polls waiting now (health shows it)
 
     @property
     def poll_interval(self) -> float:
@@ -144,6 +145,13 @@ class Feed:
     async def wait_for_revision(self, since: int, wait: float) -> None:
         """Return once a revision after ``since`` is committed, or after ``wait`` seconds
         (the long poll of the agent-facing endpoints)."""
+        self.waiting += 1
+        try:
+            await self._wait_for_revision(since, wait)
+        finally:
+            self.waiting -= 1
+
+    async def _wait_for_revision(self, since: int, wait: float) -> None:
         deadline = time.monotonic() + wait
         checked = False
         while True:
