@@ -10,6 +10,7 @@
 8. boot          - an instance's image services to listening, and an SSH login (root)
 9. hardening     - hostile bodies (server RSS) and filters (another account's p99)
 10. fuzz         - fuzzed signed requests on SQLite and PostgreSQL: 5xx, hangs, stored changes
+11. fanout       - simulated agents on 1, 2 and 4 servers over one PostgreSQL: fan-out, failover
 
 Prints each benchmark's tables, then one summary (figure, anchor, ratio, goal), and writes
 bench/results/<benchmark>.json and bench/results/summary.json. Benchmarks assert nothing
@@ -44,6 +45,7 @@ ALL = (
     "boot",
     "hardening",
     "fuzz",
+    "fanout",
 )
 NEEDS_ROOT = {"propagation", "reconcile", "forwarding", "teardown", "boot"}
 NEEDS_TOOLS = {
@@ -152,6 +154,7 @@ def runners(
 ) -> dict[str, Callable[[], Section]]:
     import api_latency
     import boot
+    import fanout
     import forwarding
     import fuzz
     import hardening
@@ -177,6 +180,7 @@ def runners(
         "boot": lambda: boot.run(quick, progress),
         "hardening": lambda: hardening.run(quick, progress),
         "fuzz": lambda: fuzz.run(quick, progress),
+        "fanout": lambda: fanout.run(quick, progress),
     }
 
 

@@ -59,6 +59,8 @@ class Feed:
     _deltas: collections.OrderedDict[Hashable, asyncio.Future[bytes]] = field(
         default_factory=collections.OrderedDict
     )
+    _synced: bool = False
+    _resync: asyncio.Future[None] | None = None
     wakes: int = 0  # how many times waiters were woken (for the benchmarks)
     waiting: int = 0  # long polls waiting now (health shows it)
 
@@ -113,12 +115,35 @@ class Feed:
         with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(self._seen, revision)
 
+    @property
+    def trusted(self) -> bool:
+        """Whether :attr:`latest` is known to be current without asking the database:
+        LISTEN is up and the revision was read after it (re)connected, so every later
+        commit's NOTIFY updates it."""
+        return self._synced and self._listen is not None and self._listen.up
+
     def _seen(self, revision: int | None) -> None:
-        if revision is not None and revision <= self.latest:
+        if revision is None:  # (re)connected: read the revision once, then trust NOTIFYs
+            self._synced = False
+            self._resync = asyncio.ensure_future(self._sync())
+            return
+        if revision <= self.latest:
             return  # this process's own commit, or one it knows of already
         if revision is not None:
             self.latest = revision
         self._wake()
+
+    async def _sync(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.newest()
+            self._synced = True
+            self._wake()
+
+    async def current(self) -> int:
+        """The newest revision: :attr:`latest` when it is :attr:`trusted`, else read."""
+        if self.trusted:
+            return self.latest
+        return await self.newest()
 
     async def newest(self) -> int:
         """The newest committed revision, read once for every caller waiting at the time."""
@@ -156,7 +181,9 @@ class Feed:
         checked = False
         while True:
             event = self.changed_event()
-            if self.latest <= since or not checked:
+            if self.trusted:
+                newest = self.latest  # kept current by NOTIFY: no query per long poll
+            elif self.latest <= since or not checked:
                 newest = await self.newest()
                 checked = True
             else:
@@ -202,7 +229,7 @@ class Feed:
         None for anything not host-scoped), computed once for every agent asking while it
         is the newest: keyed by ``(since, newest revision, scope)`` (the newest revision is read
         once for every agent asking at the time)."""
-        key = (since, await self.newest(), scope)
+        key = (since, await self.current(), scope)
         hit = self._deltas.get(key)
         if hit is None or (hit.done() and hit.exception() is not None):
             loop = asyncio.get_running_loop()
