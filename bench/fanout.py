@@ -12,6 +12,7 @@ of a server until all its agents have an answer from another.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -131,8 +132,13 @@ async def _scenario(
     stop = asyncio.Event()
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
     out: dict[str, Any] = {"agents": agents_n, "servers": len(urls)}
-    async with httpx.AsyncClient(limits=limits, timeout=40) as client:
-        tasks = [asyncio.create_task(a.run(client, stop)) for a in agents]
+    # a connection pool of its own per 25 agents: one pool of thousands of connections
+    # costs the client O(connections) per request
+    clients = [httpx.AsyncClient(limits=limits, timeout=40) for _ in range((agents_n + 24) // 25)]
+    async with contextlib.AsyncExitStack() as stack:
+        for c in clients:
+            await stack.enter_async_context(c)
+        tasks = [asyncio.create_task(a.run(clients[i // 25], stop)) for i, a in enumerate(agents)]
         start_rev = store.revision()
         await _wait(lambda: all(a.revision >= start_rev for a in agents), 120)
         samples: list[float] = []
