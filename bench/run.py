@@ -13,6 +13,7 @@
 11. reach        - who reaches whom by equivalence classes, 1,000 and 10,000 instances
 12. tls          - serve --tls beside plain serve: boto3, agent reads, new connections
 13. explain      - the explain CLI (start-up included), an analysis through boto3 (1,000 instances)
+14. fanout       - simulated agents on 1, 2 and 4 servers over one PostgreSQL: fan-out, failover
 
 Prints each benchmark's tables, then one summary (figure, anchor, ratio, goal), and writes
 bench/results/<benchmark>.json and bench/results/summary.json. Benchmarks assert nothing
@@ -50,6 +51,7 @@ ALL = (
     "reach",
     "tls",
     "explain",
+    "fanout",
 )
 NEEDS_ROOT = {"propagation", "reconcile", "forwarding", "teardown", "boot"}
 NEEDS_TOOLS = {
@@ -159,6 +161,7 @@ def runners(
     import api_latency
     import boot
     import explain
+    import fanout
     import forwarding
     import fuzz
     import hardening
@@ -189,6 +192,7 @@ def runners(
         "reach": lambda: reach.run(quick, progress),
         "tls": lambda: tls.run(quick, progress),
         "explain": lambda: explain.run(quick, progress),
+        "fanout": lambda: fanout.run(quick, progress),
     }
 
 

@@ -3,6 +3,12 @@
 Every request is one transaction: an :class:`ApiError` (or any failure) rolls it back, so a
 failed request changes nothing. A client's mistake is a 4xx with EC2's code; only our own
 bugs are 500 ``InternalError`` (and those are logged with their traceback).
+
+:class:`Api` composes the three parts a request goes through: who calls (api/auth.py), what
+runs and how (api/dispatch.py, with the action table of api/actions.py), and the change
+feed that wakes agents' long polls (api/feed.py). The agent-facing endpoints are one
+Starlette ``Mount`` at ``/_stockade/v1`` behind one guard (the agent token and the JSON
+error answer of an :class:`ApiError`; see :func:`agent_mount`).
 """
 
 from __future__ import annotations
@@ -10,18 +16,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import hmac
 import json
 import logging
 import os
-import re
 import secrets
 import signal
 import sys
 import threading
-import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
@@ -30,34 +33,17 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import URL
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 from starlette.types import Receive, Scope, Send
 
-import stockade.service.addresses
-import stockade.service.groups
-import stockade.service.images
-import stockade.service.insights
-import stockade.service.instances
-import stockade.service.interfaces
-import stockade.service.ipv6
-import stockade.service.keypairs
-import stockade.service.meta
-import stockade.service.prefixlists
-import stockade.service.vpcs  # noqa: F401  (registers actions)
-from stockade import accounts
 from stockade.api import admin, codec, hosts, insights, sigv4, sts
+from stockade.api.actions import ACTIONS
+from stockade.api.auth import MSG_BAD_TOKEN, Auth  # noqa: F401  (MSG_BAD_TOKEN: public)
+from stockade.api.dispatch import Dispatch, _filtered_read
+from stockade.api.feed import Feed
 from stockade.errors import ApiError
-from stockade.service.common import (
-    ACTIONS,
-    REGIONS,
-    Config,
-    Ctx,
-    random_bytes,
-    set_token_key,
-)
-from stockade.service.vpcs import ensure_region
-from stockade.store.db import Store, Tx, agent_token, read_changes
-from stockade.store.watch import WalWatch
+from stockade.service.common import Config, random_bytes, set_token_key
+from stockade.store.db import Store, agent_token, read_changes
 
 log = logging.getLogger("stockade.api")
 
@@ -66,61 +52,57 @@ log = logging.getLogger("stockade.api")
 # any of the body is read, and a chunked body is cut off there.
 MAX_BODY = 1024 * 1024
 MSG_TOO_LARGE = f"The request body is larger than {MAX_BODY} bytes, the most this endpoint accepts."
-MSG_BAD_TOKEN = "The security token included in the request is invalid."
 MSG_UNSIGNED_BODY = (
     "The request body is not covered by the signature (UNSIGNED-PAYLOAD): sign the body, "
     "or send its parameters in the query string."
 )
-_ACCESS_KEY_ID = re.compile(r"[\x21-\x7e]{1,128}")
 AGENT_REPORT = "agent-report:"  # settings key prefix of agents' reports (shared mode)
 XML = "text/xml;charset=UTF-8"
-KEY_CACHE_SECONDS = 2.0
-# one account's reads with filters running at once (the others wait for a turn)
-FILTERED_READS_PER_ACCOUNT = 2
-
-
-class _DryRunOk(Exception):
-    """Raised inside the transaction so a DryRun request rolls back after validating."""
 
 
 @dataclass
 class Api:
+    """One server's API: :attr:`auth`, :attr:`dispatch` and :attr:`feed`, with the agents'
+    reports. The methods below are the names the handlers and the CLI use."""
+
     store: Store
     config: Config
     agent_token: str
-    _loop: asyncio.AbstractEventLoop | None = None
-    _event: asyncio.Event | None = None
-    _keys: dict[str, tuple[float, tuple[str, str] | None]] = field(default_factory=dict)
-    # per account with filtered reads in hand: [the semaphore they share, how many]
-    _filtered: dict[str, list[Any]] = field(default_factory=dict)
-    _ready: set[tuple[str, str]] = field(default_factory=set)
     agents: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # one of several processes serving the same database (``serve --workers N``): what
-    # agents report is kept in the database, and the other processes' commits wake long
-    # polls through a watch on the WAL (see poll_interval)
-    shared: bool = False
-    # writes waiting for :meth:`_flush`: (action, params, account id, region, answer)
-    _queue: list[tuple[str, dict[str, Any], str, str, asyncio.Future[dict]]] = field(
-        default_factory=list
-    )
+    auth: Auth = field(init=False)
+    dispatch: Dispatch = field(init=False)
+    feed: Feed = field(init=False)
 
-    _watch: WalWatch | None = None
-    # ``serve --accept-any-credentials``: an unknown access key gets an account of its own
-    # and any secret signs for it (keys of real accounts are still verified)
-    accept_any_credentials: bool = False
-    # set when the server is asked to exit: long polls answer at once, so shutdown does not
-    # wait for them (uvicorn waits for every open request to finish)
-    closing: bool = False
+    def __post_init__(self) -> None:
+        self.auth = Auth(self.store)
+        self.feed = Feed(self.store)
+        self.dispatch = Dispatch(self.store, self.config, self.committed)
+
+    # --- settings the CLI sets ------------------------------------------------------------
 
     @property
-    def poll_interval(self) -> float:
-        """How often a long poll looks for commits it was not woken for (other processes').
+    def shared(self) -> bool:
+        """One of several processes serving the same database (``serve --workers N``, or
+        several servers on one PostgreSQL): agents' reports are kept in the database."""
+        return self.feed.shared or not self.store.is_sqlite
 
-        With ``--workers``, the other workers' commits wake the loop through the WAL watch,
-        so the poll is only a safety net; without the watch, it polls often."""
-        if self.shared:
-            return 0.1 if self._watch is None else 5.0
-        return 1.0
+    @shared.setter
+    def shared(self, value: bool) -> None:
+        self.feed.shared = value
+
+    @property
+    def accept_any_credentials(self) -> bool:
+        return self.auth.accept_any_credentials
+
+    @accept_any_credentials.setter
+    def accept_any_credentials(self, value: bool) -> None:
+        self.auth.accept_any_credentials = value
+
+    @property
+    def closing(self) -> bool:
+        return self.feed.closing
+
+    # --- agents' reports ------------------------------------------------------------------
 
     def record_agent(self, report: dict[str, Any]) -> None:
         """Keep an agent's status report (``report["host"]`` names it)."""
@@ -134,286 +116,56 @@ class Api:
             return [json.loads(v) for v in self.store.settings_under(AGENT_REPORT).values()]
         return list(self.agents.values())
 
+    # --- the change feed ------------------------------------------------------------------
+
     def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._event = asyncio.Event()
-        if self.shared and self.store.path is not None:
-            watch = WalWatch(self.store.path, self._wake)
-            if watch.start(loop):
-                self._watch = watch
+        self.feed.bind_loop(loop)
 
     def unbind_loop(self) -> None:
-        if self._watch is not None:
-            self._watch.close()
-            self._watch = None
-
-    def changed_event(self) -> asyncio.Event:
-        if self._event is None:
-            self._event = asyncio.Event()
-        return self._event
-
-    def _wake(self) -> None:
-        event, self._event = self._event, asyncio.Event()
-        if event is not None:
-            event.set()
+        self.feed.unbind_loop()
 
     async def wait_for_revision(self, since: int, wait: float) -> None:
-        """Return once a revision after ``since`` is committed, or after ``wait`` seconds
-        (the long poll of the agent-facing endpoints)."""
-        deadline = time.monotonic() + wait
-        while True:
-            event = self.changed_event()
-            if self.store.is_sqlite:
-                newest = self.store.revision()
-            else:
-                newest = await run_in_threadpool(self.store.revision)
-            remaining = deadline - time.monotonic()
-            if newest > since or remaining <= 0 or self.closing:
-                return
-            with contextlib.suppress(TimeoutError):
-                # woken by a commit in this process, or (--workers) by another worker's
-                # through the WAL watch; other writers are seen at the next poll
-                await asyncio.wait_for(event.wait(), min(remaining, self.poll_interval))
+        await self.feed.wait_for_revision(since, wait)
 
     def end_long_polls(self) -> None:
-        """The server is exiting: answer every long poll now (callable from a signal
-        handler or any thread)."""
-        self.closing = True
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self._wake)
+        self.feed.end_long_polls()
 
     def committed(self) -> None:
         """Called after a write commits (on the loop or a worker thread): wake long-polling
         agents."""
-        loop = self._loop
-        if loop is None:
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:  # a worker thread
-            running = None
-        if running is loop:
-            loop.call_soon(self._wake)  # on the loop already: no need to wake it up
-        else:
-            loop.call_soon_threadsafe(self._wake)
+        self.feed.committed()
+
+    # --- auth -----------------------------------------------------------------------------
 
     def secret(self, access_key_id: str) -> tuple[str, str] | None:
-        now = time.monotonic()
-        hit = self._keys.get(access_key_id)
-        if hit is not None and now - hit[0] < KEY_CACHE_SECONDS:
-            return hit[1]
-        found = accounts.secret_for(self.store, access_key_id)
-        if self.accept_any_credentials:
-            found = found or accounts.adopt_key(self.store, access_key_id)
-        elif found is not None and found[1] == accounts.ANY_SECRET:
-            found = None  # adopted by an earlier --accept-any-credentials run
-        if len(self._keys) > 10_000:
-            self._keys.clear()
-        self._keys[access_key_id] = (now, found)
-        return found
+        return self.auth.secret(access_key_id)
 
     def check_credentials(self, scope: Scope) -> tuple[sigv4.SignedRequest, str, str]:
-        """Everything about a request's signature that can be checked before its body is
-        read: its shape, age and scope, and that its access key exists and carries no
-        session token. Returns the parsed signature, the account id and the secret key.
-        A request without credentials is refused here, before a byte of its body is read."""
-        signed = sigv4.parse_auth(
-            scope["method"],
-            scope.get("raw_path", b"/").decode("latin-1"),
-            scope.get("query_string", b"").decode("latin-1"),
-            {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]},
-            b"",
-        )
-        if signed.service != "ec2" and signed.service not in sts.SERVICES:
-            raise ApiError(
-                "SignatureDoesNotMatch",
-                f"Credential should be scoped to correct service: 'ec2', not '{signed.service}'.",
-                403,
-            )
-        if signed.region not in REGIONS:
-            raise ApiError(
-                "SignatureDoesNotMatch",
-                f"Credential should be scoped to a valid region, not '{signed.region}'.",
-                403,
-            )
-        found = None
-        if _ACCESS_KEY_ID.fullmatch(signed.access_key_id):  # never look up a NUL (PostgreSQL)
-            found = self.secret(signed.access_key_id)
-        if found is None:
-            raise ApiError(
-                "AuthFailure", "AWS was not able to validate the provided access credentials", 401
-            )
-        if signed.security_token is not None:
-            # Stockade's keys are long-term keys; AWS refuses a session token sent with one
-            raise ApiError("AuthFailure", MSG_BAD_TOKEN, 401)
-        account_id, secret = found
-        return signed, account_id, secret
+        return self.auth.check_credentials(scope)
 
-    @staticmethod
-    def verify(signed: sigv4.SignedRequest, secret: str, body: bytes) -> bool:
-        """Check the signature over ``body``; whether it covers the body. A key adopted by
-        ``--accept-any-credentials`` accepts any signature (moto's and LocalStack's way)."""
-        if secret == accounts.ANY_SECRET:
-            return True
-        return sigv4.verify(replace(signed, _body=body), secret)
+    verify = staticmethod(Auth.verify)
 
     def authenticate(self, scope: Scope, body: bytes) -> tuple[str, str, bool]:
-        """(account id, region, whether the body is signed) of a correctly signed request,
-        or EC2's auth error."""
-        signed, account_id, secret = self.check_credentials(scope)
-        return account_id, signed.region, self.verify(signed, secret, body)
+        return self.auth.authenticate(scope, body)
+
+    # --- dispatch -------------------------------------------------------------------------
 
     def ensure_region(self, account_id: str, region: str) -> None:
-        if (account_id, region) in self._ready:
-            return
-        with self.store.read() as conn:
-            ready = _region_ready(conn, account_id, region, self.config)
-        if not ready:
-            with self.store.write() as tx:
-                ensure_region(Ctx(tx.conn, account_id, region, self.config, tx))
-        self._ready.add((account_id, region))
+        self.dispatch.ensure_region(account_id, region)
 
     def run(self, action: str, params: dict[str, Any], account_id: str, region: str) -> dict:
         """Run an action in a transaction of its own (answer when this returns)."""
-        return self._run(action, params, account_id, region)
+        return self.dispatch.run(action, params, account_id, region)
 
     async def run_on_loop(
         self, action: str, params: dict[str, Any], account_id: str, region: str
     ) -> dict:
-        """Run an action on the event loop's thread (SQLite). A write is queued and run by
-        :meth:`_flush` with the other writes the loop has in hand (group commit, see
-        store.db.Batch); this returns once their transaction has committed."""
-        spec = ACTIONS[action]
-        if not ((spec.write or params.get("dry_run")) and self.store.batches):
-            return self._run(action, params, account_id, region)
-        self.ensure_region(account_id, region)  # a write of its own, never inside a batch
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[dict] = loop.create_future()
-        if not self._queue:
-            loop.call_soon(self._flush)
-        self._queue.append((action, params, account_id, region, done))
-        return await done
+        return await self.dispatch.run_on_loop(action, params, account_id, region)
 
     async def run_off_loop(
         self, action: str, params: dict[str, Any], account_id: str, region: str
     ) -> dict:
-        """Run a read with filters on a worker thread: the loop goes on serving meanwhile
-        (between the thread's turns at the GIL). At most :data:`FILTERED_READS_PER_ACCOUNT`
-        of one account's run at once, the rest wait their turn: one account cannot take
-        every worker thread (and so every other account's turn, all requests' with
-        PostgreSQL). With SQLite the account's region is set up first, on the loop, so that
-        the thread only reads."""
-        if self.store.is_sqlite:
-            self.ensure_region(account_id, region)
-        entry = self._filtered.get(account_id)
-        if entry is None:
-            entry = self._filtered[account_id] = [asyncio.Semaphore(FILTERED_READS_PER_ACCOUNT), 0]
-        entry[1] += 1
-        try:
-            async with entry[0]:
-                return await run_in_threadpool(self._run, action, params, account_id, region)
-        finally:
-            entry[1] -= 1
-            if not entry[1]:
-                del self._filtered[account_id]
-
-    def _flush(self) -> None:
-        """Run the queued writes in one transaction, each in a savepoint of its own, commit
-        it, then answer them all (a failed commit fails each of them).
-
-        The writer lock is held only while this runs, never across a turn of the loop: with
-        ``serve --workers N``, another process's flush waits for this one callback at most
-        (its loop stops for that long), not for this loop's other requests."""
-        queue, self._queue = self._queue, []
-        outcomes: list[tuple[asyncio.Future[dict], dict | None, BaseException | None]] = []
-        for action, params, account_id, region, done in queue:
-            if done.cancelled():
-                continue
-            try:
-                with self.store.write_in_batch() as (tx, _):
-                    result = self._handle(action, params, account_id, region, tx)
-            except Exception as err:  # noqa: BLE001 - handed to the request that raised it
-                outcomes.append((done, None, _answer_of(err)))
-            else:
-                outcomes.append((done, result, None))
-        batch = self.store.commit_batch()
-        if batch is not None and batch.error is not None:
-            failed = RuntimeError("the group commit failed")
-            failed.__cause__ = batch.error
-            outcomes = [(done, None, err or failed) for done, _, err in outcomes]
-        for done, result, err in outcomes:
-            if done.done():
-                continue
-            if err is not None:
-                done.set_exception(err)
-            else:
-                done.set_result(result)  # type: ignore[arg-type]
-        if batch is not None and batch.appended:
-            self.committed()
-
-    def _run(self, action: str, params: dict[str, Any], account_id: str, region: str) -> dict:
-        self.ensure_region(account_id, region)
-        spec = ACTIONS[action]
-        try:
-            if spec.write or params.get("dry_run"):
-                with self.store.write() as tx:
-                    result = self._handle(action, params, account_id, region, tx)
-                if tx.appended:
-                    self.committed()
-                return result
-            params.pop("dry_run", None)
-            with self.store.read() as conn:
-                return spec.handler(Ctx(conn, account_id, region, self.config), params)
-        except _DryRunOk as err:
-            raise _answer_of(err) from None
-
-    def _handle(
-        self, action: str, params: dict[str, Any], account_id: str, region: str, tx: Tx
-    ) -> dict:
-        """Run a write's handler in ``tx``; a DryRun raises :class:`_DryRunOk` once it has
-        validated, so that what it did is rolled back."""
-        dry_run = bool(params.pop("dry_run", False))
-        result = ACTIONS[action].handler(Ctx(tx.conn, account_id, region, self.config, tx), params)
-        if dry_run:
-            raise _DryRunOk
-        return result
-
-
-# a read with more filter values than this runs on a worker thread even without wildcards
-OFF_LOOP_FILTER_VALUES = 16
-
-
-def _filtered_read(action: str, params: dict[str, Any]) -> bool:
-    """A read whose filters may cost much: wildcard values (each matched against every
-    item it lists) or many values (up to 200). It runs on a worker thread rather than on
-    the event loop, where every other request would wait for it. A few exact values cost
-    a string comparison per item and stay on the loop: a thread hop would cost more (the
-    filtered describe of the capacity benchmark ran at less than half its rate when every
-    filtered read took one)."""
-    filters = params.get("filters")
-    if not filters or ACTIONS[action].write or params.get("dry_run"):
-        return False
-    values = [v for f in filters for v in (f.get("values") or ())]
-    return len(values) > OFF_LOOP_FILTER_VALUES or any(
-        isinstance(v, str) and ("*" in v or "?" in v) for v in values
-    )
-
-
-def _answer_of(err: BaseException) -> BaseException:
-    """What a request is answered with for an exception its handler raised."""
-    if isinstance(err, _DryRunOk):
-        return ApiError(
-            "DryRunOperation", "Request would have succeeded, but DryRun flag is set.", 412
-        )
-    return err
-
-
-def _region_ready(conn: Any, account_id: str, region: str, config: Config) -> bool:
-    from stockade.service.vpcs import region_ready
-
-    return region_ready(Ctx(conn, account_id, region, config))
+        return await self.dispatch.run_off_loop(action, params, account_id, region)
 
 
 def _content_type(scope: Scope) -> str:
@@ -607,9 +359,6 @@ async def changes(request: Request) -> Response:
     With ``wait``, the call long-polls until a change after ``since`` is committed.
     """
     api: Api = request.app.state.api
-    token = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-    if not token or not hmac.compare_digest(token, api.agent_token):
-        return JSONResponse({"error": "a valid agent token is required"}, 401)
     try:
         since = int(request.query_params.get("since", "0"))
         limit = min(max(int(request.query_params.get("limit", "1000")), 1), 10_000)
@@ -624,9 +373,85 @@ async def changes(request: Request) -> Response:
 
 
 async def health(request: Request) -> Response:
+    """Liveness: the process answers (200 whether or not the database does). ``revision``
+    is the newest one this server knows of (null before it has read one), ``waiting`` the
+    agents' long polls waiting in it now."""
     api: Api = request.app.state.api
-    revision = await run_in_threadpool(api.store.revision)
-    return JSONResponse({"status": "ok", "revision": revision})
+    revision: int | None = api.feed.latest
+    if revision < 0:
+        try:
+            revision = await api.feed.newest()
+        except Exception:  # noqa: BLE001 - live, even when the database is not
+            revision = None
+    return JSONResponse({"status": "ok", "revision": revision, "waiting": api.feed.waiting})
+
+
+READY_TIMEOUT = 2.0  # seconds the database has to answer a readiness check
+
+
+async def ready(request: Request) -> Response:
+    """Readiness: 200 only when the database answers (within :data:`READY_TIMEOUT`) and
+    the server is not shutting down; 503 otherwise (a load balancer sends nothing here)."""
+    api: Api = request.app.state.api
+    if api.closing:
+        return JSONResponse({"status": "closing"}, 503)
+    try:
+        revision = await asyncio.wait_for(run_in_threadpool(api.store.revision), READY_TIMEOUT)
+    except Exception as err:  # noqa: BLE001 - any failure means: not ready
+        return JSONResponse({"status": "unavailable", "error": type(err).__name__}, 503)
+    return JSONResponse({"status": "ready", "revision": revision})
+
+
+def _agent_error(err: ApiError) -> Response:
+    status = 404 if err.code.endswith(".NotFound") else err.status
+    # a refused body is left unread: the connection cannot carry another request, so close it
+    # (otherwise the client waits for the rest of its upload to be taken, or times out)
+    headers = {"Connection": "close"} if status == 413 else None
+    return JSONResponse({"error": err.code, "message": err.message}, status, headers=headers)
+
+
+class AgentGuard:
+    """The one wrapper of the agent endpoints: the agent token is required (401 before
+    the request reaches a handler), and an :class:`ApiError` a handler raises is answered
+    as JSON ``{"error": code, "message": ...}`` (404 for a ``.NotFound``)."""
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Any]) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        if not hosts.authorised(request, scope["app"].state.api):
+            response: Response = JSONResponse({"error": "a valid agent token is required"}, 401)
+            await response(scope, receive, send)
+            return
+        started = False
+
+        async def sending(message: Any) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except ApiError as err:
+            if started:
+                raise
+            await _agent_error(err)(scope, receive, send)
+
+
+def agent_mount() -> Mount:
+    """The agent-facing endpoints, ``/_stockade/v1/...``: :data:`hosts.ROUTES` (paths
+    relative to the mount) and the change log, behind one :class:`AgentGuard`."""
+    from starlette.middleware import Middleware
+
+    return Mount(
+        "/_stockade/v1",
+        routes=[Route("/changes", changes, methods=["GET"]), *hosts.ROUTES],
+        middleware=[Middleware(AgentGuard)],
+    )
 
 
 @contextlib.asynccontextmanager
@@ -724,10 +549,11 @@ def create_app(store: Store, config: Config | None = None) -> Starlette:
         routes=[
             Route("/", ec2_endpoint, methods=["GET", "POST"]),
             Route("/_stockade/health", health, methods=["GET"]),
-            Route("/_stockade/v1/changes", changes, methods=["GET"]),
-            Route("/_stockade/v1/explain", insights.explain, methods=["POST"]),
-            *hosts.ROUTES,
+            Route("/_stockade/ready", ready, methods=["GET"]),
+            # their own credentials (the agent token or SigV4): outside the agent mount
             *admin.ROUTES,
+            Route("/_stockade/v1/explain", insights.explain, methods=["POST"]),
+            agent_mount(),
             Route("/{path:path}", ec2_endpoint, methods=["GET", "POST"]),
         ],
         lifespan=_lifespan,

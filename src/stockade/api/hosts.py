@@ -9,7 +9,11 @@
     ``{"instance_id", "state", "previous"}``; a transition the state machine does not allow
     is a 409 with the reason.
 
-Mount :data:`ROUTES` before the EC2 catch-all route of ``app.py``.
+:data:`ROUTES` are mounted at ``/_stockade/v1`` by ``app.agent_mount()`` behind one guard
+(``app.AgentGuard``): the agent token is checked before a handler runs, and an
+:class:`ApiError` a handler raises is answered as JSON (``{"error", "message"}``, 404 for a
+``.NotFound``). A new endpoint is a handler here plus one ``Route`` in :data:`ROUTES`, its
+path relative to the mount; it needs no token check and no ``except ApiError``.
 """
 
 from __future__ import annotations
@@ -28,9 +32,11 @@ from stockade.errors import ApiError
 from stockade.service import instances, topology
 
 
-def _authorised(request: Request) -> bool:
+def authorised(request: Request, api: Any) -> bool:
+    """Whether ``request`` carries the agent token (checked by app.AgentGuard for every
+    route of :data:`ROUTES`)."""
     token = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-    return bool(token) and hmac.compare_digest(token, request.app.state.api.agent_token)
+    return bool(token) and hmac.compare_digest(token, api.agent_token)
 
 
 # the most an agent-facing request may carry (claims and reports are a few KiB)
@@ -66,69 +72,44 @@ async def _body(request: Request) -> dict[str, Any]:
     return data
 
 
-def _error(err: ApiError) -> Response:
-    status = err.status
-    if err.code.endswith(".NotFound"):
-        status = 404
-    # a refused body is left unread: the connection cannot carry another request, so close it
-    # (otherwise the client waits for the rest of its upload to be taken, or times out)
-    headers = {"Connection": "close"} if status == 413 else None
-    return JSONResponse({"error": err.code, "message": err.message}, status, headers=headers)
-
-
 async def claim(request: Request) -> Response:
-    if not _authorised(request):
-        return JSONResponse({"error": "a valid agent token is required"}, 401)
     api = request.app.state.api
-    try:
-        body = await _body(request)
-        limit = body.get("limit", 10)
-        if not isinstance(limit, int) or isinstance(limit, bool) or not 0 <= limit <= 1000:
-            raise ApiError("InvalidParameterValue", "limit must be an integer from 0 to 1000.")
-        claimed = await run_in_threadpool(
-            instances.claim_pending, api.store, request.path_params["host"], limit, api.config
-        )
-    except ApiError as err:
-        return _error(err)
+    body = await _body(request)
+    limit = body.get("limit", 10)
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 0 <= limit <= 1000:
+        raise ApiError("InvalidParameterValue", "limit must be an integer from 0 to 1000.")
+    claimed = await run_in_threadpool(
+        instances.claim_pending, api.store, request.path_params["host"], limit, api.config
+    )
     if claimed:
         api.committed()
     return JSONResponse({"instances": claimed})
 
 
 async def placed(request: Request) -> Response:
-    if not _authorised(request):
-        return JSONResponse({"error": "a valid agent token is required"}, 401)
     api = request.app.state.api
-    try:
-        rows = await run_in_threadpool(
-            instances.host_instances, api.store, request.path_params["host"], api.config
-        )
-    except ApiError as err:
-        return _error(err)
+    rows = await run_in_threadpool(
+        instances.host_instances, api.store, request.path_params["host"], api.config
+    )
     return JSONResponse({"instances": rows})
 
 
 async def report(request: Request) -> Response:
-    if not _authorised(request):
-        return JSONResponse({"error": "a valid agent token is required"}, 401)
     api = request.app.state.api
-    try:
-        body = await _body(request)
-        state, host = body.get("state"), body.get("host")
-        if not isinstance(state, str):
-            raise ApiError("MissingParameter", "The body must name the state.")
-        if host is not None and not isinstance(host, str):
-            raise ApiError("InvalidParameterValue", "host must be a string.")
-        result = await run_in_threadpool(
-            instances.report_state,
-            api.store,
-            request.path_params["instance_id"],
-            state,
-            host,
-            api.config,
-        )
-    except ApiError as err:
-        return _error(err)
+    body = await _body(request)
+    state, host = body.get("state"), body.get("host")
+    if not isinstance(state, str):
+        raise ApiError("MissingParameter", "The body must name the state.")
+    if host is not None and not isinstance(host, str):
+        raise ApiError("InvalidParameterValue", "host must be a string.")
+    result = await run_in_threadpool(
+        instances.report_state,
+        api.store,
+        request.path_params["instance_id"],
+        state,
+        host,
+        api.config,
+    )
     api.committed()
     return JSONResponse(result)
 
@@ -142,8 +123,6 @@ async def host_state(request: Request) -> Response:
     an agent learns of a change and of what it is in one round trip. ``?groups=a,b``: those
     groups and their members on any host.
     """
-    if not _authorised(request):
-        return JSONResponse({"error": "a valid agent token is required"}, 401)
     api = request.app.state.api
     host = request.path_params["host"]
     since_text = request.query_params.get("since")
@@ -157,6 +136,12 @@ async def host_state(request: Request) -> Response:
         return JSONResponse({"error": "since and wait must be numbers"}, 400)
     if since is not None and wait > 0:
         await api.wait_for_revision(since, wait)
+    if since is not None and not group_ids:
+        # the delta is the same for every host (scope None): computed once per revision
+        # and served to every agent at ``since`` (api/feed.py)
+        shared = await api.feed.delta(since, None, lambda: _delta(api.store, since))
+        if shared != b"null":
+            return Response(shared, media_type="application/json")
 
     def read() -> dict[str, Any]:
         with api.store.read() as conn:
@@ -173,10 +158,13 @@ async def host_state(request: Request) -> Response:
     return JSONResponse(await run_in_threadpool(read))
 
 
+def _delta(store: Any, since: int) -> dict[str, Any] | None:
+    with store.read() as conn:
+        return topology.delta(conn, since)
+
+
 async def region_state(request: Request) -> Response:
     """Every live interface and every group (for explain and reachability)."""
-    if not _authorised(request):
-        return JSONResponse({"error": "a valid agent token is required"}, 401)
     api = request.app.state.api
 
     def read() -> dict[str, Any]:
@@ -188,12 +176,7 @@ async def region_state(request: Request) -> Response:
 
 async def agent_status(request: Request) -> Response:
     """An agent reports the revision it enforces (``stockade status`` shows it)."""
-    if not _authorised(request):
-        return JSONResponse({"error": "a valid agent token is required"}, 401)
-    try:
-        body = await _body(request)
-    except ApiError as err:
-        return _error(err)
+    body = await _body(request)
     body["host"] = request.path_params["host"]
     body["reported_at"] = time.time()
     api = request.app.state.api
@@ -206,8 +189,6 @@ async def agent_status(request: Request) -> Response:
 
 async def status(request: Request) -> Response:
     """Hosts, their agents' applied revision and lag, and the instances placed on them."""
-    if not _authorised(request):
-        return JSONResponse({"error": "a valid agent token is required"}, 401)
     api = request.app.state.api
 
     def read() -> dict[str, Any]:
@@ -233,11 +214,11 @@ async def status(request: Request) -> Response:
 
 
 ROUTES = [
-    Route("/_stockade/v1/hosts/{host}/state", host_state, methods=["GET"]),
-    Route("/_stockade/v1/hosts/{host}/status", agent_status, methods=["POST"]),
-    Route("/_stockade/v1/status", status, methods=["GET"]),
-    Route("/_stockade/v1/state", region_state, methods=["GET"]),
-    Route("/_stockade/v1/hosts/{host}/claim", claim, methods=["POST"]),
-    Route("/_stockade/v1/hosts/{host}/instances", placed, methods=["GET"]),
-    Route("/_stockade/v1/instances/{instance_id}/state", report, methods=["POST"]),
+    Route("/hosts/{host}/state", host_state, methods=["GET"]),
+    Route("/hosts/{host}/status", agent_status, methods=["POST"]),
+    Route("/status", status, methods=["GET"]),
+    Route("/state", region_state, methods=["GET"]),
+    Route("/hosts/{host}/claim", claim, methods=["POST"]),
+    Route("/hosts/{host}/instances", placed, methods=["GET"]),
+    Route("/instances/{instance_id}/state", report, methods=["POST"]),
 ]

@@ -525,12 +525,27 @@ class Action:
     write: bool
 
 
+# every action the API serves, by name: filled by stockade.api.actions from its explicit
+# list of service modules (importing a module registers nothing by itself)
 ACTIONS: dict[str, Action] = {}
+_MARK = "ec2_actions"
 
 
 def action(name: str, *, write: bool) -> Callable[[Handler], Handler]:
-    def register(fn: Handler) -> Handler:
-        ACTIONS[name] = Action(name, fn, write)
+    """Mark ``fn`` as the handler of EC2 action ``name`` (see :func:`actions_of`)."""
+
+    def mark(fn: Handler) -> Handler:
+        marks = fn.__dict__.setdefault(_MARK, [])
+        marks.append(Action(name, fn, write))
         return fn
 
-    return register
+    return mark
+
+
+def actions_of(module: Any) -> list[Action]:
+    """The actions whose handlers ``module`` defines (marked with :func:`action`)."""
+    found = []
+    for value in vars(module).values():
+        if callable(value) and getattr(value, "__module__", None) == module.__name__:
+            found.extend(getattr(value, _MARK, ()))
+    return found

@@ -203,6 +203,7 @@ _LOCK_REVISION = Sql("UPDATE counters SET value = value WHERE name = 'revision' 
 # than the UPDATE above, which has to begin a transaction, lock and rewrite the row
 _BEGIN_IMMEDIATE = "BEGIN IMMEDIATE"
 _READ_REVISION = "SELECT value FROM counters WHERE name = 'revision'"
+_NOTIFY = Sql("SELECT pg_notify('stockade_changes', ?)")
 _SET_REVISION = Sql("UPDATE counters SET value = ? WHERE name = 'revision'")
 _LOG = Sql(
     "INSERT INTO changes (revision, account_id, region, kind, resource_id, data, at) "
@@ -569,6 +570,9 @@ class Store:
         yield tx
         if tx.revision != rev:
             execute(conn, _SET_REVISION, (tx.revision,))
+            if conn.dialect.name != "sqlite":
+                # delivered to every LISTENing server when (and only if) this commits
+                execute(conn, _NOTIFY, (str(tx.revision),))
 
     def _own_engine(self) -> Engine:
         """The engine of the connections this store keeps (not pooled: they are never

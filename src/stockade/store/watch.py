@@ -124,3 +124,75 @@ class WalWatch:
 
 def _errno() -> str:
     return os.strerror(ctypes.get_errno())
+
+
+# the channel every PostgreSQL write transaction that appends to the change log notifies
+# (store/db.py), with its last revision as the payload
+PG_CHANNEL = "stockade_changes"
+
+
+class PgListen:
+    """Calls ``on_notify(revision)`` (on its own thread) for each ``NOTIFY`` on
+    :data:`PG_CHANNEL`, and ``on_notify(None)`` each time it (re)connects (a notification
+    sent while it was away is lost: the callback then looks for itself).
+
+    A daemon thread holds one autocommit psycopg connection, blocked in ``notifies()``:
+    idle, it costs nothing. On an error it reconnects with exponential backoff (up to
+    :attr:`MAX_BACKOFF` seconds); :attr:`up` says whether it is listening now.
+    """
+
+    MAX_BACKOFF = 2.0
+
+    def __init__(self, url: str, on_notify: Callable[[int | None], None]) -> None:
+        from sqlalchemy.engine import make_url
+
+        sa = make_url(url)
+        self.dsn = sa.set(drivername="postgresql").render_as_string(hide_password=False)
+        self.on_notify = on_notify
+        self.up = False
+        self._closed = False
+        self._conn: object | None = None
+        self._thread: object | None = None
+
+    def start(self) -> None:
+        import threading
+
+        self._thread = threading.Thread(target=self._run, name="stockade-listen", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import random
+        import time
+
+        import psycopg
+
+        backoff = 0.05
+        while not self._closed:
+            try:
+                with psycopg.connect(self.dsn, autocommit=True, connect_timeout=5) as conn:
+                    self._conn = conn
+                    conn.execute(f"LISTEN {PG_CHANNEL}")
+                    self.up = True
+                    backoff = 0.05
+                    self.on_notify(None)
+                    while not self._closed:
+                        # a timeout of a second, only so that close() is seen
+                        for note in conn.notifies(timeout=1.0):
+                            try:
+                                self.on_notify(int(note.payload))
+                            except ValueError:
+                                self.on_notify(None)
+            except Exception as err:  # noqa: BLE001 - the database went away: reconnect
+                if self._closed:
+                    break
+                log.info("LISTEN %s lost (%s): reconnecting", PG_CHANNEL, err)
+            finally:
+                self.up = False
+                self._conn = None
+            if self._closed:
+                break
+            time.sleep(backoff * (0.5 + random.random()))  # backoff with jitter
+            backoff = min(backoff * 2, self.MAX_BACKOFF)
+
+    def close(self) -> None:
+        self._closed = True  # the thread ends within a second
