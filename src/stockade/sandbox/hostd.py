@@ -29,10 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from stockade.dataplane.agent import DEFAULT_RESYNC_INTERVAL, Agent
 from stockade.dataplane.netns import NetnsWorker
+from stockade.hosts.client import HostClient
 from stockade.sandbox import guest_ssh, net
 from stockade.service import images
 from stockade.service.topology import ifname_for
@@ -94,11 +93,7 @@ class HostDaemon:
         self.netns = f"{prefix}h{index}"
         self.uplink_gateway = uplink_gateway
         self.logs = logs
-        self.http = httpx.Client(
-            base_url=server,
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=httpx.Timeout(10.0, read=40.0),
-        )
+        self.http = HostClient(server, token)
         self.agent = Agent(
             server, token, self.name, netns=self.netns, resync_interval=resync_interval
         )
