@@ -31,7 +31,14 @@ from stockade.cli.common import (
 @app.command()
 def agent(
     host: Annotated[str, typer.Option("--host", help="This host's name.")],
-    server: Server = None,
+    server: Annotated[
+        str | None,
+        typer.Option(
+            "--server",
+            help="Control plane URL (default http://127.0.0.1:8773); several of one fleet, "
+            "comma-separated, to fail over between them.",
+        ),
+    ] = None,
     netns: Annotated[
         str | None, typer.Option(help="Enforce inside this network namespace.")
     ] = None,
@@ -131,12 +138,20 @@ def status(
         return
     out.print(f"control plane revision [bold]{data_['revision']}[/bold]")
     agents = Table(
-        "host", "applied revision", "lag", "interfaces", "last sync ms", "last report", "error"
+        "host",
+        "server",
+        "applied revision",
+        "lag",
+        "interfaces",
+        "last sync ms",
+        "last report",
+        "error",
     )
     for a in now_agents:
         age = a.get("age_seconds")
         agents.add_row(
             a["host"],
+            _following(a),
             str(a.get("revision")),
             str(a["lag"]),
             str(a.get("interfaces", "")),
@@ -162,6 +177,13 @@ def status(
             ", ".join(f"{g} ({names[g]})" if g in names else g for g in i["group_ids"]),
         )
     out.print(inst)
+
+
+def _following(agent: dict) -> str:
+    """The server an agent follows (and how often it failed over), from its report."""
+    server = str(agent.get("server") or "?")
+    failovers = agent.get("failovers")
+    return f"{server} ({failovers} failovers)" if failovers else server
 
 
 def _poll_seconds(agent: dict) -> float:
