@@ -1,0 +1,145 @@
+"""Host mode against the policy core, in the kernel: a "machine" namespace enforces its own
+groups on its input and output hooks (dataplane.compile.host_mode), and every new TCP flow
+to and from it gets the verdict policy.evaluate gives, except the failsafe port, which
+stays open; --audit drops nothing and counts what it would drop; uninstall leaves the
+namespace's ruleset as it was. Real packets between namespaces this test makes."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterator
+
+import pytest
+
+from stockade.dataplane.compile import HostMode, failsafe_port
+from stockade.dataplane.nft import Dataplane, Nft
+from stockade.model import TCP, Group, Interface, Rule, State
+from stockade.policy import Flow, evaluate
+
+import netns
+from netns import CLOSED, FILTERED, OPEN, Node, Probe, Topology, probe_many
+
+pytestmark = [
+    pytest.mark.netns,
+    pytest.mark.skipif(netns.can_run() is not None, reason=str(netns.can_run())),
+]
+
+DB, APP, OTHER = "sg-0db", "sg-0app", "sg-0other"
+M, A, OUT = "10.91.0.1", "10.91.0.2", "10.91.0.3"
+IN_PORTS = (22, 3306, 8080, 9000)
+OUT_PORTS = (5000, 5001)
+
+
+def _rule(group: str, egress: bool, port: int = -1, cidr: str | None = None, ref=None) -> Rule:
+    proto = "-1" if port < 0 else str(TCP)
+    return Rule(
+        group_id=group,
+        egress=egress,
+        protocol=proto,
+        from_port=port,
+        to_port=port,
+        cidr=ipaddress.ip_network(cidr) if cidr else None,
+        ref_group_id=ref,
+    )
+
+
+def _open(group: str) -> Group:
+    everything = (_rule(group, False, cidr="0.0.0.0/0"), _rule(group, True, cidr="0.0.0.0/0"))
+    return Group(group, everything, group)
+
+
+STATE = State.of(
+    [
+        Group(
+            DB,
+            (
+                _rule(DB, False, 3306, ref=APP),
+                _rule(DB, False, 8080, cidr=f"{OUT}/32"),
+                _rule(DB, True, 5000, cidr="10.91.0.0/24"),
+            ),
+            "db",
+        ),
+        _open(APP),
+        _open(OTHER),
+    ],
+    [
+        Interface("eni-m", "i-m", "m", "eth0", (ipaddress.ip_address(M),), (), (DB,)),
+        Interface("eni-a", "i-a", "elsewhere", "va", (ipaddress.ip_address(A),), (), (APP,)),
+        Interface("eni-o", "i-o", "elsewhere", "vo", (ipaddress.ip_address(OUT),), (), (OTHER,)),
+    ],
+)
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[tuple[Topology, dict[str, Node], Nft]]:
+    with netns.topology() as topo:
+        nodes = {M: topo.add_instance(M), A: topo.add_instance(A), OUT: topo.add_instance(OUT)}
+        servers = topo.serve()
+        for port in IN_PORTS:
+            servers.tcp(nodes[M], port)
+        for ip in (A, OUT):
+            for port in OUT_PORTS:
+                servers.tcp(nodes[ip], port)
+        nft = Nft(nodes[M].ns)
+        try:
+            yield topo, nodes, nft
+        finally:
+            nft.close()
+
+
+def flows(nodes: dict[str, Node]) -> list[tuple[str, str, int]]:
+    inbound = [(src, M, port) for src in (A, OUT) for port in IN_PORTS]
+    return inbound + [(M, dst, port) for dst in (A, OUT) for port in OUT_PORTS]
+
+
+def kernel(nodes: dict[str, Node]) -> dict[tuple[str, str, int], str]:
+    wanted = flows(nodes)
+    netns.flush_conntrack(nodes[M])
+    got = probe_many([Probe(nodes[s], d, "tcp", p) for s, d, p in wanted], timeout=0.5)
+    return dict(zip(wanted, got, strict=True))
+
+
+def test_failsafe_ports_are_read_and_checked() -> None:
+    assert failsafe_port("TCP:22") == ("tcp", 22)
+    for bad in ("22", "icmp:1", "tcp:0", "tcp:70000"):
+        with pytest.raises(ValueError, match="tcp:PORT or udp:PORT"):
+            failsafe_port(bad)
+
+
+def test_the_machine_enforces_what_the_policy_core_decides(lab) -> None:
+    _, nodes, nft = lab
+    before = nft.run("list ruleset")
+    plane = Dataplane("m", nft, HostMode(failsafe_in=(("tcp", 22),)))
+    plane.full_sync(STATE)
+    try:
+        seen = kernel(nodes)
+        for (src, dst, port), verdict in seen.items():
+            allowed = evaluate(STATE, Flow.tcp(src, dst, port)).allowed
+            if dst == M and port == 22:
+                allowed = True  # the failsafe port, whatever the groups say
+            assert verdict == (OPEN if allowed else FILTERED), (src, dst, port, verdict)
+        # the flows that tell the rules apart went both ways
+        assert seen[(A, M, 3306)] == OPEN and seen[(OUT, M, 3306)] == FILTERED
+        assert seen[(OUT, M, 8080)] == OPEN and seen[(A, M, 8080)] == FILTERED
+        assert seen[(M, A, 5000)] == OPEN and seen[(M, A, 5001)] == FILTERED
+        assert seen[(A, M, 22)] == OPEN and seen[(A, M, 9000)] == FILTERED
+    finally:
+        plane.uninstall()
+    assert nft.run("list ruleset") == before  # only table inet stockade went
+
+
+def test_audit_mode_drops_nothing_and_counts_what_it_would_drop(lab) -> None:
+    _, nodes, nft = lab
+    plane = Dataplane("m", nft, HostMode(audit=True))
+    plane.full_sync(STATE)
+    try:
+        seen = kernel(nodes)
+        assert set(seen.values()) <= {OPEN, CLOSED}, seen
+        listing = nft.run("list table inet stockade")
+        counted = re.findall(r'packets (\d+) bytes \d+ log prefix "stockade-audit (\S+) "', listing)
+        would_drop = {chain: int(n) for n, chain in counted}
+        denied = sum(1 for (s, d, p) in seen if not evaluate(STATE, Flow.tcp(s, d, p)).allowed)
+        assert denied > 0 and sum(would_drop.values()) >= denied, listing
+    finally:
+        plane.uninstall()
