@@ -7,17 +7,23 @@ namespace's ruleset as it was. Real packets between namespaces this test makes."
 from __future__ import annotations
 
 import ipaddress
+import json
+import os
 import re
+import subprocess
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from stockade.dataplane.compile import HostMode, failsafe_port
 from stockade.dataplane.nft import Dataplane, Nft
 from stockade.model import TCP, Group, Interface, Rule, State
 from stockade.policy import Flow, evaluate
+from stockade.store.db import agent_token
 
 import netns
+from conftest import BIN, start_server, stop_server, wait_until
 from netns import CLOSED, FILTERED, OPEN, Node, Probe, Topology, probe_many
 
 pytestmark = [
@@ -143,3 +149,69 @@ def test_audit_mode_drops_nothing_and_counts_what_it_would_drop(lab) -> None:
         assert denied > 0 and sum(would_drop.values()) >= denied, listing
     finally:
         plane.uninstall()
+
+
+def test_the_agent_of_a_machine_enforces_from_its_config_and_uninstalls(lab, tmp_path) -> None:
+    """`stockade agent --config` (what join writes) loads the machine's table on the input
+    and output hooks for its enrolled device; `--uninstall` removes only that table."""
+    _, nodes, nft = lab
+    ns = nodes[M].ns
+    server = start_server(env={"STOCKADE_AUTO_RUN": "0"})
+    proc = None
+    try:
+        before = nft.run("list ruleset")
+        ec2 = server.client(server.account())
+        ec2.run_instances(ImageId="ami-fba54092", MinCount=1, MaxCount=1)
+        token = agent_token(server.store)
+        auth = {"Authorization": f"Bearer {token}"}
+        claimed = httpx.post(
+            f"{server.url}/_stockade/v1/hosts/hm-1/claim", json={"limit": 1}, headers=auth
+        ).json()["instances"]
+        eni = claimed[0]["interfaces"][0]["network_interface_id"]
+        cfg = tmp_path / "agent.json"
+        cfg.write_text(
+            json.dumps(
+                {
+                    "servers": [server.url],
+                    "token": token,
+                    "host": "hm-1",
+                    "interfaces": {eni: "eth0"},
+                }
+            )
+        )
+        cmd = [str(BIN / "stockade"), "agent", "--config", str(cfg), "--netns", ns]
+        proc = subprocess.Popen(
+            [*cmd, "--failsafe-in", "tcp:22", "--audit"], stderr=subprocess.PIPE
+        )
+
+        def loaded() -> bool:
+            listing = nft.run("list ruleset")
+            return "hook input" in listing and '"eth0" : jump c_' in listing
+
+        wait_until(loaded, 30, "the machine's table")
+        listing = nft.run("list table inet stockade")
+        assert "tcp dport 22 accept" in listing and "stockade-audit" in listing
+        assert "hook forward" not in listing
+        proc.terminate()
+        proc.wait(10)
+        done = subprocess.run([*cmd, "--uninstall"], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert nft.run("list ruleset") == before
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        stop_server(server)
+
+
+def test_an_agent_without_a_config_says_to_join(tmp_path) -> None:
+    missing = tmp_path / "none.json"
+    done = subprocess.run(
+        [str(BIN / "stockade"), "agent", "--config", str(missing)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "300"},
+    )
+    assert done.returncode == 2
+    assert "stockade join" in done.stderr and str(missing) in done.stderr

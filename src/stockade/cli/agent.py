@@ -22,15 +22,21 @@ from stockade.cli.common import (
     data_dir_record,
     default_data,
     err,
+    fail,
     get_json,
     locate,
     open_store,
 )
 
+DEFAULT_CONFIG = "/etc/stockade/agent.json"
+
 
 @app.command()
 def agent(
-    host: Annotated[str, typer.Option("--host", help="This host's name.")],
+    host: Annotated[
+        str | None,
+        typer.Option("--host", help="This host's name (a sandbox host; else the config's)."),
+    ] = None,
     server: Annotated[
         str | None,
         typer.Option(
@@ -42,6 +48,26 @@ def agent(
     netns: Annotated[
         str | None, typer.Option(help="Enforce inside this network namespace.")
     ] = None,
+    config_path: Annotated[
+        str | None,
+        typer.Option(
+            "--config",
+            help=f"A machine's agent config (default {DEFAULT_CONFIG} when --host is not "
+            "given): its servers, credential and enrolled interfaces.",
+        ),
+    ] = None,
+    failsafe_in: Annotated[
+        list[str] | None,
+        typer.Option("--failsafe-in", help="tcp:PORT or udp:PORT always open inbound."),
+    ] = None,
+    failsafe_out: Annotated[
+        list[str] | None,
+        typer.Option("--failsafe-out", help="tcp:PORT or udp:PORT always open outbound."),
+    ] = None,
+    audit: Annotated[
+        bool,
+        typer.Option("--audit", help="Count and log what the groups would drop; drop nothing."),
+    ] = False,
     uninstall: Annotated[
         bool, typer.Option("--uninstall", help="Remove Stockade's table and exit.")
     ] = False,
@@ -57,25 +83,113 @@ def agent(
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Follow the change log and enforce this host's groups with nftables."""
+    """Follow the change log and enforce this host's groups with nftables (a sandbox host
+    with --host; this machine itself, as `stockade join` enrolled it, without)."""
     from stockade.dataplane.agent import Agent
-    from stockade.store.db import agent_token
 
-    token = agent_token(open_store(data_dir, database_url))
-    worker = Agent(
-        config.endpoint(server), token, host, netns=netns, resync_interval=resync_interval * 60
-    )
-    if uninstall:
-        worker.uninstall()
+    if uninstall and host is None and config_path is None:
+        from stockade.dataplane.nft import Dataplane, Nft
+
+        nft = Nft(netns)
+        try:
+            Dataplane("-", nft).uninstall()
+        finally:
+            nft.close()
         err.print(f"removed table inet stockade{' in ' + netns if netns else ''}")
         return
-    err.print(f"agent for host [cyan]{host}[/cyan] following {config.endpoint(server)}")
+    if host is not None and config_path is None:
+        from stockade.store.db import agent_token
+
+        token = agent_token(open_store(data_dir, database_url))
+        worker = Agent(
+            config.endpoint(server),
+            token,
+            host,
+            netns=netns,
+            resync_interval=resync_interval * 60,
+        )
+    else:
+        worker = _machine_agent(
+            config_path or DEFAULT_CONFIG,
+            server,
+            netns,
+            failsafe_in or [],
+            failsafe_out or [],
+            audit,
+            resync_interval * 60,
+        )
+    if uninstall:
+        worker.uninstall()
+        worker.close()
+        err.print(f"removed table inet stockade{' in ' + netns if netns else ''}")
+        return
+    err.print(
+        f"agent for host [cyan]{worker.host}[/cyan] following {', '.join(worker.http.servers)}"
+        + (" [yellow](audit: nothing is dropped)[/yellow]" if audit else "")
+    )
     try:
         worker.run()
     except KeyboardInterrupt:
         pass
     finally:
         worker.close()
+
+
+def _machine_agent(
+    path: str,
+    server: str | None,
+    netns: str | None,
+    failsafe_in: list[str],
+    failsafe_out: list[str],
+    audit: bool,
+    resync_interval: float,
+):
+    """The agent of a machine, from its config (what `stockade join` wrote)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from stockade.dataplane.agent import Agent
+    from stockade.dataplane.compile import HostMode, failsafe_port
+    from stockade.hosts.client import server_list
+
+    try:
+        raw = json.loads(Path(path).read_text())
+        servers = server_list(server or raw["servers"])
+        token, host = str(raw["token"]), str(raw["host"])
+        devices = {str(k): str(v) for k, v in (raw.get("interfaces") or {}).items()}
+    except FileNotFoundError:
+        fail(
+            f"there is no agent config at {path}: enrol this machine with "
+            "`stockade join URL --token TOKEN` (or pass --config PATH, or --host for a "
+            "sandbox host)"
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        fail(f"cannot read the agent config {path} ({exc}); run `stockade join` again")
+    try:
+        ins = tuple(failsafe_port(p) for p in [*raw.get("failsafe_in", []), *failsafe_in])
+        outs = tuple(failsafe_port(p) for p in [*raw.get("failsafe_out", []), *failsafe_out])
+    except ValueError as exc:
+        fail(f"{exc}; for example --failsafe-in tcp:22")
+    control = []
+    for url in servers:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            infos = socket.getaddrinfo(parts.hostname or "", port, proto=socket.IPPROTO_TCP)
+        except OSError as exc:
+            fail(f"cannot resolve the control plane {url} ({exc}); check the config's servers")
+        control += sorted({(str(info[4][0]), port) for info in infos})
+    mode = HostMode(ins, outs, tuple(control), audit)
+    return Agent(
+        servers,
+        token,
+        host,
+        netns=netns,
+        mode=mode,
+        devices=devices,
+        resync_interval=resync_interval,
+        verify=raw.get("ca_bundle") or True,
+    )
 
 
 _AGENT_HINTS = {

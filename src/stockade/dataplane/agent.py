@@ -20,17 +20,19 @@ and how many attempts in a row have failed.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
 from stockade.dataplane.backoff import TRANSPORT, Backoff, classify
+from stockade.dataplane.compile import HostMode
 from stockade.dataplane.nft import Dataplane, Executor, Nft
 from stockade.hosts.client import HostClient
 
@@ -44,6 +46,7 @@ from stockade.hosts.wire import (  # noqa: F401
     decoding,
     state_from_snapshot,
 )
+from stockade.model import State
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +127,8 @@ class Agent:
         host: str,
         *,
         verify: Any = True,
+        mode: HostMode | None = None,
+        devices: Mapping[str, str] | None = None,
         netns: str | None = None,
         transport: httpx.BaseTransport | None = None,
         executor: Executor | None = None,
@@ -133,6 +138,9 @@ class Agent:
         """``server``: one control-plane URL or several (one fleet: it fails over between
         them, :class:`~stockade.hosts.client.HostClient`); ``verify``: httpx's (a CA bundle
         or an ``ssl.SSLContext`` pinning the control plane's CA).
+        ``mode``: enforce on this machine itself (input/output hooks, see
+        :func:`~stockade.dataplane.compile.host_mode`), not a sandbox host's forward hook;
+        ``devices``: interface id -> the machine's device it is enrolled as (``eth0``).
         ``executor``: what runs nft command buffers, if not libnftables in ``netns``
         (:class:`~stockade.dataplane.fake.FakeNft` lets tests follow the control plane
         without a kernel).
@@ -144,7 +152,8 @@ class Agent:
         self.host = host
         self.http = HostClient(server, token, transport=transport, verify=verify)
         self.nft: Executor = executor if executor is not None else Nft(netns)
-        self.dataplane = Dataplane(host, self.nft)
+        self.dataplane = Dataplane(host, self.nft, mode)
+        self.devices = dict(devices or {})
         self.status = AgentStatus(host, resync_interval_s=resync_interval)
         self.resync_interval = resync_interval
         self.backoff = backoff if backoff is not None else Backoff()
@@ -216,6 +225,12 @@ class Agent:
     def enforce(self, *, full: bool = False) -> int:
         """Apply the view to the table."""
         state = self.view.state()
+        if self.devices:  # a machine's interfaces are its own devices, not veths
+            interfaces = dict(state.interfaces)
+            for iid, device in self.devices.items():
+                if iid in interfaces:
+                    interfaces[iid] = dataclasses.replace(interfaces[iid], ifname=device)
+            state = State(state.groups, interfaces)
         report = self.dataplane.full_sync(state) if full else self.dataplane.sync(state)
         st = self.status
         st.last_sync_ms = report.seconds * 1000
