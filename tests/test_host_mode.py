@@ -204,7 +204,7 @@ def test_the_agent_of_a_machine_enforces_from_its_config_and_uninstalls(lab, tmp
         stop_server(server)
 
 
-def test_an_agent_without_a_config_says_to_join(tmp_path) -> None:
+def test_an_agent_without_a_config_says_what_to_write(tmp_path) -> None:
     missing = tmp_path / "none.json"
     done = subprocess.run(
         [str(BIN / "stockade"), "agent", "--config", str(missing)],
@@ -214,4 +214,4 @@ def test_an_agent_without_a_config_says_to_join(tmp_path) -> None:
         env={**os.environ, "COLUMNS": "300"},
     )
     assert done.returncode == 2
-    assert "stockade join" in done.stderr and str(missing) in done.stderr
+    assert "--config PATH" in done.stderr and str(missing) in done.stderr

@@ -159,9 +159,9 @@ def _machine_agent(
         devices = {str(k): str(v) for k, v in (raw.get("interfaces") or {}).items()}
     except FileNotFoundError:
         fail(
-            f"there is no agent config at {path}: enrol this machine with "
-            "`stockade join URL --token TOKEN` (or pass --config PATH, or --host for a "
-            "sandbox host)"
+            f"there is no agent config at {path}: write one (a JSON object with servers, "
+            "token, host and interfaces, as docs/hosts.md shows) and pass --config PATH, "
+            "or pass --host for a sandbox host"
         )
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         fail(f"cannot read the agent config {path} ({exc}); run `stockade join` again")
