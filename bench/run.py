@@ -10,6 +10,7 @@
 8. boot          - an instance's image services to listening, and an SSH login (root)
 9. hardening     - hostile bodies (server RSS) and filters (another account's p99)
 10. fuzz         - fuzzed signed requests on SQLite and PostgreSQL: 5xx, hangs, stored changes
+11. tls          - serve --tls beside plain serve: boto3, agent reads, new connections
 
 Prints each benchmark's tables, then one summary (figure, anchor, ratio, goal), and writes
 bench/results/<benchmark>.json and bench/results/summary.json. Benchmarks assert nothing
@@ -44,6 +45,7 @@ ALL = (
     "boot",
     "hardening",
     "fuzz",
+    "tls",
 )
 NEEDS_ROOT = {"propagation", "reconcile", "forwarding", "teardown", "boot"}
 NEEDS_TOOLS = {
@@ -159,6 +161,7 @@ def runners(
     import propagation
     import reconcile
     import teardown
+    import tls
 
     def prop() -> Section:
         section = propagation.run(quick, progress)
@@ -177,6 +180,7 @@ def runners(
         "boot": lambda: boot.run(quick, progress),
         "hardening": lambda: hardening.run(quick, progress),
         "fuzz": lambda: fuzz.run(quick, progress),
+        "tls": lambda: tls.run(quick, progress),
     }
 
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import hmac
 import json
+import os
+from pathlib import Path
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -23,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from stockade import accounts
+from stockade import accounts, tls
 from stockade.api import hosts
 from stockade.errors import ApiError
 from stockade.service import reset as reset_service
@@ -101,4 +103,17 @@ async def reset(request: Request) -> Response:
     return JSONResponse({"revision": tx.revision, "accounts": [d.as_json() for d in done]})
 
 
-ROUTES = [Route("/_stockade/v1/reset", reset, methods=["POST"])]
+async def ca_certificate(request: Request) -> Response:
+    """``GET /_stockade/v1/ca``: the CA certificate of ``serve --tls`` (public: clients that
+    know only its hash fetch it over unverified TLS and check it; see stockade/tls.py)."""
+    path = os.environ.get(tls.CA_FILE_ENV)
+    if not path:
+        return _error("NotServingTls", "This server does not serve TLS (`serve --tls`).", 404)
+    content = await run_in_threadpool(Path(path).read_bytes)
+    return Response(content, media_type="application/x-pem-file")
+
+
+ROUTES = [
+    Route("/_stockade/v1/reset", reset, methods=["POST"]),
+    Route(tls.CA_PATH, ca_certificate, methods=["GET"]),
+]

@@ -200,8 +200,17 @@ def control_plane(server: str | None, data_dir: str | None, database_url: str | 
     data, running = locate(data_dir)
     require_state(data, database_url, running)
     token = agent_token(open_store(str(data), database_url))
-    url = server or (running.endpoint if running else None) or config.endpoint()
-    return HostClient(url, token, timeout=30)
+    from stockade import tls
+
+    served = tls.record(data)  # the last `serve --tls` of this data dir
+    url = (
+        server
+        or (running.endpoint if running else None)
+        or (served["endpoint"] if served else None)
+        or config.endpoint()
+    )
+    # https: the data dir's CA (`serve --tls`)
+    return HostClient(url, token, timeout=30, verify=tls.client_verify(data, url.split(",")[0]))
 
 
 def get_json(client, path: str) -> dict:

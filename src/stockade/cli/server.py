@@ -19,6 +19,7 @@ from stockade.cli.common import (
     DatabaseUrl,
     DataDir,
     check_port,
+    dd_flag,
     err,
     fail,
     locate,
@@ -55,6 +56,42 @@ def serve(
             "are still verified). Loopback addresses only.",
         ),
     ] = False,
+    use_tls: Annotated[
+        bool,
+        typer.Option(
+            "--tls",
+            help="Serve HTTPS: a CA and a server certificate of the data directory's own "
+            "(made on first use, in DATA/tls), or --tls-cert/--tls-key.",
+        ),
+    ] = False,
+    tls_san: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tls-san",
+            metavar="NAME_OR_IP",
+            help="Another name or address the server certificate carries (repeatable).",
+        ),
+    ] = None,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(
+            "--tls-cert",
+            metavar="FILE",
+            help="Your own certificate (PEM, the server's first, then its chain); implies --tls.",
+        ),
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option("--tls-key", metavar="FILE", help="The key of --tls-cert.")
+    ] = None,
+    tls_ca: Annotated[
+        Path | None,
+        typer.Option(
+            "--tls-ca",
+            metavar="FILE",
+            help="With --tls-cert: the CA clients trust and agents pin (default: the last "
+            "certificate of --tls-cert).",
+        ),
+    ] = None,
 ) -> None:
     """Run the EC2 API server."""
 
@@ -75,8 +112,13 @@ def serve(
             f"(127.0.0.1, another 127.x.y.z, ::1 or localhost), not {host}"
         )
     check_port(host, port)
+    files = _tls_files(data_dir, host, use_tls, tls_san, tls_cert, tls_key, tls_ca)
     store = open_store(data_dir, database_url)
-    endpoint = f"http://{host}:{port}"
+    where = _local_name(host) if files else host
+    if ":" in where and not where.startswith("["):  # an IPv6 address in a URL
+        where = f"[{where}]"
+    endpoint = f"{'https' if files else 'http'}://{where}:{port}"
+    _tls_record(data_dir, endpoint, files)
     if workers == 1:
         app_: object = create_app(store, Config(endpoint=endpoint))
         app_.state.api.accept_any_credentials = accept_any_credentials  # type: ignore[attr-defined]
@@ -91,8 +133,13 @@ def serve(
         app_, factory = "stockade.api.app:worker_app", True
     err.print(f"[bold]Stockade[/bold] EC2 API on [cyan]{endpoint}[/cyan] ({safe_url(store.url)})")
     err.print("Use it from a shell (stockade, the AWS CLI and the ec2-* tools):")
-    err.print(f"  {_use_line(data_dir, database_url, endpoint)}", markup=False, soft_wrap=True)
+    use = _use_line(data_dir, database_url, None if files else endpoint)  # env reads TLS's
+    err.print(f"  {use}", markup=False, soft_wrap=True)
     err.print("  aws ec2 describe-security-groups; ec2-describe-group", markup=False)
+    if files:
+        made = " (new)" if "ca" in files.made else ""
+        err.print(f"TLS: CA {files.ca}{made}, hash [bold]{files.ca_hash}[/bold]", soft_wrap=True)
+        err.print(f"  certificate for {', '.join(files.sans)}", markup=False, soft_wrap=True)
     if accept_any_credentials:
         err.print(
             "[bold yellow]warning: --accept-any-credentials: any access key is accepted with "
@@ -108,10 +155,68 @@ def serve(
         proxy_headers=False,  # nothing sits in front of it: no X-Forwarded-* to trust
         factory=factory,
         workers=workers if workers > 1 else None,
+        ssl_certfile=str(files.cert) if files else None,
+        ssl_keyfile=str(files.key) if files else None,
+        # TLS: idle connections are dropped at once when closed (see stockade/api/https.py)
+        **({"http": "stockade.api.https:HttpsProtocol"} if files else {}),
     )
 
 
-def _use_line(data_dir: str | None, database_url: str | None, endpoint: str) -> str:
+def _tls_files(
+    data_dir: str | None,
+    host: str,
+    use_tls: bool,
+    sans: list[str] | None,
+    cert: Path | None,
+    key: Path | None,
+    ca: Path | None,
+):
+    """The certificate ``serve`` serves (None for plain HTTP), made or checked now."""
+    from stockade import tls
+
+    if (cert is None) != (key is None):
+        fail("--tls-cert and --tls-key go together: pass both (or neither, for a CA of its own)")
+    if ca is not None and cert is None:
+        fail("--tls-ca names the CA of --tls-cert: pass --tls-cert and --tls-key too")
+    if cert is not None and sans:
+        fail("--tls-san is for the certificate serve makes; yours has the names it has")
+    if not (use_tls or cert):
+        if sans:
+            fail("--tls-san needs --tls (the names go into the server certificate)")
+        return None
+    data = config.data_dir(data_dir)
+    try:
+        if cert is not None and key is not None:
+            files = tls.user_cert(data, cert, key, ca)
+            for problem in tls.cert_problems(files.cert, host):
+                err.print(f"[bold yellow]warning: {problem}[/bold yellow]", soft_wrap=True)
+            return files
+        return tls.ensure_server_cert(data, [host], sans or [])
+    except tls.TlsError as exc:
+        fail(str(exc))
+
+
+def _local_name(host: str) -> str:
+    """The host of the endpoint printed for clients: a wildcard address is not one."""
+    return (
+        "127.0.0.1" if host in ("0.0.0.0", "", "*") else "[::1]" if host in ("::", "[::]") else host
+    )
+
+
+def _tls_record(data_dir: str | None, endpoint: str, files) -> None:
+    """What `stockade env` and `stockade ca-hash` read; the CA endpoint's file."""
+    from stockade import tls
+
+    data = config.data_dir(data_dir)
+    if files is None:
+        tls.forget(data)
+        os.environ.pop(tls.CA_FILE_ENV, None)
+        return
+    tls.write_record(data, endpoint, files)
+    os.environ[tls.CA_FILE_ENV] = str(files.ca)  # the worker processes inherit it
+
+
+def _use_line(data_dir: str | None, database_url: str | None, endpoint: str | None) -> str:
     """The line to paste into a shell to use this server: ``export PATH=…/.venv/bin:$PATH;
     eval "$(stockade env …)"``, with the options that differ from the defaults."""
 
@@ -122,7 +227,7 @@ def _use_line(data_dir: str | None, database_url: str | None, endpoint: str) -> 
     if database_url and os.environ.get("STOCKADE_DATABASE_URL") != database_url:
         # a password is not printed: the line says where it goes
         words += ["--database-url", re.sub(r"(://[^:/@]+:)[^@]+@", r"\1PASSWORD@", database_url)]
-    if endpoint != f"http://127.0.0.1:{config.DEFAULT_PORT}":
+    if endpoint and endpoint != f"http://127.0.0.1:{config.DEFAULT_PORT}":
         words += ["--endpoint", endpoint]
     return f'{path_prefix()}eval "$({shlex.join(words)})"'
 
@@ -138,8 +243,9 @@ def env(
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Print `export` lines for boto3, the AWS CLI and the classic ec2-* tools."""
-    from stockade import accounts
+    """Print `export` lines for boto3, the AWS CLI and the classic ec2-* tools (with
+    AWS_CA_BUNDLE when the server is `serve --tls`)."""
+    from stockade import accounts, tls
 
     data, running = locate(data_dir)
     require_state(data, database_url, running)
@@ -148,7 +254,14 @@ def env(
         acct = accounts.get(store, name)
     except accounts.AccountError as e:
         fail(str(e))
-    url = endpoint or (running.endpoint if running else None) or config.endpoint()
+    served = tls.record(data)
+    url = (
+        endpoint
+        or (running.endpoint if running else None)
+        or (served["endpoint"] if served else None)
+        or config.endpoint()
+    )
+    ca_file = tls.data_ca(data) if url.startswith("https://") else None
     secret = acct.secret_access_key
     if secret == accounts.ANY_SECRET:  # a key adopted by serve --accept-any-credentials
         secret = "any"
@@ -166,8 +279,37 @@ def env(
         "EC2_SECRET_KEY": secret,
         "STOCKADE_ACCOUNT_ID": acct.account_id,
     }
+    if ca_file:  # boto3, the AWS CLI and the ec2-* tools (botocore) verify the server with it
+        lines["AWS_CA_BUNDLE"] = str(ca_file)
     for key, value in lines.items():
         print(f"export {key}={shlex.quote(value)}")
+
+
+@app.command("ca-hash")
+def ca_hash_cmd(
+    data_dir: DataDir = None,
+    ca: Annotated[
+        Path | None,
+        typer.Option("--ca", metavar="FILE", help="Hash this CA certificate (PEM) instead."),
+    ] = None,
+) -> None:
+    """Print the hash of the TLS CA (sha256:HEX, as `stockade join --ca-hash` takes it)."""
+    from stockade import tls
+
+    if ca is not None:
+        try:
+            print(tls.ca_hash(ca.read_bytes()))
+        except (OSError, tls.TlsError) as exc:
+            fail(f"--ca {ca}: {exc}")
+        return
+    data = config.data_dir(data_dir)
+    found = tls.data_ca_hash(data)
+    if found is None:
+        fail(
+            f"there is no TLS CA in {data}: start the server once with "
+            f"`stockade serve --tls{dd_flag(data)}` (it makes one), then run this again"
+        )
+    print(found)
 
 
 @app.command()
