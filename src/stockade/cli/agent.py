@@ -180,6 +180,7 @@ def _machine_agent(
             fail(f"cannot resolve the control plane {url} ({exc}); check the config's servers")
         control += sorted({(str(info[4][0]), port) for info in infos})
     mode = HostMode(ins, outs, tuple(control), audit)
+    verify = _pinned(raw, servers, path)
     return Agent(
         servers,
         token,
@@ -188,8 +189,23 @@ def _machine_agent(
         mode=mode,
         devices=devices,
         resync_interval=resync_interval,
-        verify=raw.get("ca_bundle") or True,
+        verify=verify,
     )
+
+
+def _pinned(raw: dict, servers: list[str], path: str):
+    """httpx's ``verify`` for the agent: the CA the config pins (``ca_hash``, with the CA
+    itself in ``ca_pem`` or fetched from the first server), else the system's."""
+    from stockade import tls
+
+    pin, pem = raw.get("ca_hash"), raw.get("ca_pem")
+    if not pin and not pem:
+        return True
+    try:
+        # with the CA at hand no server need be up: the agent starts and retries
+        return tls.httpx_verify(ca_hash=pin, ca_pem=pem, url=None if pem else servers[0])
+    except tls.TlsError as exc:
+        fail(f"{exc} (the pin of {path}); run `stockade join` with the control plane's --ca-hash")
 
 
 _AGENT_HINTS = {
