@@ -192,6 +192,32 @@ def test_the_agent_of_a_machine_enforces_from_its_config_and_uninstalls(lab, tmp
         listing = nft.run("list table inet stockade")
         assert "tcp dport 22 accept" in listing and "stockade-audit" in listing
         assert "hook forward" not in listing
+        # a new connection the default group refuses: audit lets it in and counts it
+        assert netns.tcp(nodes[A], M, 9000) == OPEN
+        ec2.create_security_group(GroupName="wake", Description="a change to report after")
+
+        def drops() -> int:
+            found = [a for a in status(server)["agents"] if a["host"] == "hm-1"]
+            return (found[0].get("would_drop") or {}).get("eth0", {}).get("in", 0) if found else 0
+
+        wait_until(lambda: drops() >= 1, 30, "the agent to report the would-be drop")
+        shown = subprocess.run(
+            [
+                str(BIN / "stockade"),
+                "status",
+                "--server",
+                server.url,
+                "--data-dir",
+                server.data_dir,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "COLUMNS": "300"},
+        )
+        assert shown.returncode == 0, shown.stderr
+        row = next(line for line in shown.stdout.splitlines() if "eth0" in line)
+        assert "hm-1" in row and str(drops()) in row
         proc.terminate()
         proc.wait(10)
         done = subprocess.run([*cmd, "--uninstall"], capture_output=True, text=True, timeout=60)
@@ -202,6 +228,11 @@ def test_the_agent_of_a_machine_enforces_from_its_config_and_uninstalls(lab, tmp
             proc.kill()
             proc.wait(10)
         stop_server(server)
+
+
+def status(server) -> dict:
+    auth = {"Authorization": f"Bearer {agent_token(server.store)}"}
+    return httpx.get(f"{server.url}/_stockade/v1/status", headers=auth, timeout=10).json()
 
 
 def test_an_agent_without_a_config_says_what_to_write(tmp_path) -> None:

@@ -297,6 +297,14 @@ def status(
                 f"{a['age_seconds']:.0f} s (it polls every {_poll_seconds(a):.0f} s): is it "
                 f"stuck? See `stockade logs {a['host']}`"
             )
+    audits = [
+        (a["host"], dev, n) for a in now_agents for dev, n in (a.get("would_drop") or {}).items()
+    ]
+    if audits:
+        drops = Table("host", "interface", "would drop in", "would drop out", title="audit mode")
+        for host_name, device, n in audits:
+            drops.add_row(host_name, device, str(n.get("in", 0)), str(n.get("out", 0)))
+        out.print(drops)
     inst = Table("instance", "host", "private ip", "public ip", "groups")
     for i in data_["interfaces"]:
         inst.add_row(

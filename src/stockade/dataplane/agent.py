@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import logging
+import re
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -32,7 +33,7 @@ from typing import Any
 import httpx
 
 from stockade.dataplane.backoff import TRANSPORT, Backoff, classify
-from stockade.dataplane.compile import HostMode
+from stockade.dataplane.compile import AUDIT_PREFIX, FROM_INST, QUALIFIED, TO_INST, HostMode
 from stockade.dataplane.nft import Dataplane, Executor, Nft
 from stockade.hosts.client import HostClient
 
@@ -153,6 +154,7 @@ class Agent:
         self.http = HostClient(server, token, transport=transport, verify=verify)
         self.nft: Executor = executor if executor is not None else Nft(netns)
         self.dataplane = Dataplane(host, self.nft, mode)
+        self.mode = mode
         self.devices = dict(devices or {})
         self.status = AgentStatus(host, resync_interval_s=resync_interval)
         self.resync_interval = resync_interval
@@ -192,9 +194,36 @@ class Agent:
                 "server": self.http.following,
                 "failovers": self.http.failovers,
             }
+            if self.mode is not None and self.mode.audit:
+                body["would_drop"] = self.would_drop()
             self.http.post(f"/_stockade/v1/hosts/{self.host}/status", json=body)
         except httpx.HTTPError as exc:
             log.debug("status report failed: %s", exc)
+
+    def would_drop(self) -> dict[str, dict[str, int]]:
+        """In audit mode: per enrolled device, the packets the groups would have dropped
+        so far, inbound and outbound (read off the audit rules' counters)."""
+        applied = self.dataplane.applied
+        if applied is None:
+            return {}
+        try:
+            listing = self.nft.run(f"list table {QUALIFIED}")
+        except Exception as exc:  # noqa: BLE001 - a report without counters, not a failure
+            log.debug("reading the audit counters failed: %s", exc)
+            return {}
+        counts = {
+            chain: int(n)
+            for n, chain in re.findall(
+                rf'packets (\d+) bytes \d+ log prefix "{AUDIT_PREFIX} (\S+) "', listing
+            )
+        }
+        out: dict[str, dict[str, int]] = {}
+        for name, direction in ((TO_INST, "in"), (FROM_INST, "out")):
+            found = applied.sets.get(name)
+            for key, verdict in found.elements.items() if found else ():
+                chain = verdict.removeprefix("jump ")
+                out.setdefault(key.strip('"'), {})[direction] = counts.get(chain, 0)
+        return out
 
     # --- enforcing -----------------------------------------------------------------------
 
