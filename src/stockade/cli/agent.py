@@ -22,19 +22,52 @@ from stockade.cli.common import (
     data_dir_record,
     default_data,
     err,
+    fail,
     get_json,
     locate,
     open_store,
 )
 
+DEFAULT_CONFIG = "/etc/stockade/agent.json"
+
 
 @app.command()
 def agent(
-    host: Annotated[str, typer.Option("--host", help="This host's name.")],
-    server: Server = None,
+    host: Annotated[
+        str | None,
+        typer.Option("--host", help="This host's name (a sandbox host; else the config's)."),
+    ] = None,
+    server: Annotated[
+        str | None,
+        typer.Option(
+            "--server",
+            help="Control plane URL (default http://127.0.0.1:8773); several of one fleet, "
+            "comma-separated, to fail over between them.",
+        ),
+    ] = None,
     netns: Annotated[
         str | None, typer.Option(help="Enforce inside this network namespace.")
     ] = None,
+    config_path: Annotated[
+        str | None,
+        typer.Option(
+            "--config",
+            help=f"A machine's agent config (default {DEFAULT_CONFIG} when --host is not "
+            "given): its servers, credential and enrolled interfaces.",
+        ),
+    ] = None,
+    failsafe_in: Annotated[
+        list[str] | None,
+        typer.Option("--failsafe-in", help="tcp:PORT or udp:PORT always open inbound."),
+    ] = None,
+    failsafe_out: Annotated[
+        list[str] | None,
+        typer.Option("--failsafe-out", help="tcp:PORT or udp:PORT always open outbound."),
+    ] = None,
+    audit: Annotated[
+        bool,
+        typer.Option("--audit", help="Count and log what the groups would drop; drop nothing."),
+    ] = False,
     uninstall: Annotated[
         bool, typer.Option("--uninstall", help="Remove Stockade's table and exit.")
     ] = False,
@@ -50,25 +83,129 @@ def agent(
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Follow the change log and enforce this host's groups with nftables."""
+    """Follow the change log and enforce this host's groups with nftables (a sandbox host
+    with --host; this machine itself, as `stockade join` enrolled it, without)."""
     from stockade.dataplane.agent import Agent
-    from stockade.store.db import agent_token
 
-    token = agent_token(open_store(data_dir, database_url))
-    worker = Agent(
-        config.endpoint(server), token, host, netns=netns, resync_interval=resync_interval * 60
-    )
-    if uninstall:
-        worker.uninstall()
+    if uninstall and host is None and config_path is None:
+        from stockade.dataplane.nft import Dataplane, Nft
+
+        nft = Nft(netns)
+        try:
+            Dataplane("-", nft).uninstall()
+        finally:
+            nft.close()
         err.print(f"removed table inet stockade{' in ' + netns if netns else ''}")
         return
-    err.print(f"agent for host [cyan]{host}[/cyan] following {config.endpoint(server)}")
+    if host is not None and config_path is None:
+        from stockade.store.db import agent_token
+
+        token = agent_token(open_store(data_dir, database_url))
+        worker = Agent(
+            config.endpoint(server),
+            token,
+            host,
+            netns=netns,
+            resync_interval=resync_interval * 60,
+        )
+    else:
+        worker = _machine_agent(
+            config_path or DEFAULT_CONFIG,
+            server,
+            netns,
+            failsafe_in or [],
+            failsafe_out or [],
+            audit,
+            resync_interval * 60,
+        )
+    if uninstall:
+        worker.uninstall()
+        worker.close()
+        err.print(f"removed table inet stockade{' in ' + netns if netns else ''}")
+        return
+    err.print(
+        f"agent for host [cyan]{worker.host}[/cyan] following {', '.join(worker.http.servers)}"
+        + (" [yellow](audit: nothing is dropped)[/yellow]" if audit else "")
+    )
     try:
         worker.run()
     except KeyboardInterrupt:
         pass
     finally:
         worker.close()
+
+
+def _machine_agent(
+    path: str,
+    server: str | None,
+    netns: str | None,
+    failsafe_in: list[str],
+    failsafe_out: list[str],
+    audit: bool,
+    resync_interval: float,
+):
+    """The agent of a machine, from its config (what `stockade join` wrote)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from stockade.dataplane.agent import Agent
+    from stockade.dataplane.compile import HostMode, failsafe_port
+    from stockade.hosts.client import server_list
+
+    try:
+        raw = json.loads(Path(path).read_text())
+        servers = server_list(server or raw["servers"])
+        token, host = str(raw["token"]), str(raw["host"])
+        devices = {str(k): str(v) for k, v in (raw.get("interfaces") or {}).items()}
+    except FileNotFoundError:
+        fail(
+            f"there is no agent config at {path}: write one (a JSON object with servers, "
+            "token, host and interfaces, as docs/hosts.md shows) and pass --config PATH, "
+            "or pass --host for a sandbox host"
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        fail(f"cannot read the agent config {path} ({exc}); run `stockade join` again")
+    try:
+        ins = tuple(failsafe_port(p) for p in [*raw.get("failsafe_in", []), *failsafe_in])
+        outs = tuple(failsafe_port(p) for p in [*raw.get("failsafe_out", []), *failsafe_out])
+    except ValueError as exc:
+        fail(f"{exc}; for example --failsafe-in tcp:22")
+    control = []
+    for url in servers:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            infos = socket.getaddrinfo(parts.hostname or "", port, proto=socket.IPPROTO_TCP)
+        except OSError as exc:
+            fail(f"cannot resolve the control plane {url} ({exc}); check the config's servers")
+        control += sorted({(str(info[4][0]), port) for info in infos})
+    mode = HostMode(ins, outs, tuple(control), audit)
+    verify = _pinned(raw, servers, path)
+    return Agent(
+        servers,
+        token,
+        host,
+        netns=netns,
+        mode=mode,
+        devices=devices,
+        resync_interval=resync_interval,
+        verify=verify,
+    )
+
+
+def _pinned(raw: dict, servers: list[str], path: str):
+    """httpx's ``verify`` for the agent: the CA the config pins (``ca_hash``, with the CA
+    itself in ``ca_pem`` or fetched from the first server), else the system's."""
+    from stockade import tls
+
+    pin, pem = raw.get("ca_hash"), raw.get("ca_pem")
+    if not pin and not pem:
+        return True
+    try:
+        # with the CA at hand no server need be up: the agent starts and retries
+        return tls.httpx_verify(ca_hash=pin, ca_pem=pem, url=None if pem else servers[0])
+    except tls.TlsError as exc:
+        fail(f"{exc} (the pin of {path}); run `stockade join` with the control plane's --ca-hash")
 
 
 _AGENT_HINTS = {
@@ -131,12 +268,20 @@ def status(
         return
     out.print(f"control plane revision [bold]{data_['revision']}[/bold]")
     agents = Table(
-        "host", "applied revision", "lag", "interfaces", "last sync ms", "last report", "error"
+        "host",
+        "server",
+        "applied revision",
+        "lag",
+        "interfaces",
+        "last sync ms",
+        "last report",
+        "error",
     )
     for a in now_agents:
         age = a.get("age_seconds")
         agents.add_row(
             a["host"],
+            _following(a),
             str(a.get("revision")),
             str(a["lag"]),
             str(a.get("interfaces", "")),
@@ -152,6 +297,14 @@ def status(
                 f"{a['age_seconds']:.0f} s (it polls every {_poll_seconds(a):.0f} s): is it "
                 f"stuck? See `stockade logs {a['host']}`"
             )
+    audits = [
+        (a["host"], dev, n) for a in now_agents for dev, n in (a.get("would_drop") or {}).items()
+    ]
+    if audits:
+        drops = Table("host", "interface", "would drop in", "would drop out", title="audit mode")
+        for host_name, device, n in audits:
+            drops.add_row(host_name, device, str(n.get("in", 0)), str(n.get("out", 0)))
+        out.print(drops)
     inst = Table("instance", "host", "private ip", "public ip", "groups")
     for i in data_["interfaces"]:
         inst.add_row(
@@ -162,6 +315,13 @@ def status(
             ", ".join(f"{g} ({names[g]})" if g in names else g for g in i["group_ids"]),
         )
     out.print(inst)
+
+
+def _following(agent: dict) -> str:
+    """The server an agent follows (and how often it failed over), from its report."""
+    server = str(agent.get("server") or "?")
+    failovers = agent.get("failovers")
+    return f"{server} ({failovers} failovers)" if failovers else server
 
 
 def _poll_seconds(agent: dict) -> float:

@@ -192,9 +192,9 @@ Server = Annotated[
 
 def control_plane(server: str | None, data_dir: str | None, database_url: str | None):
     """An HTTP client for the agent-facing endpoints, with the token from the data dir
-    (by default the running sandbox's data dir and endpoint)."""
-    import httpx
-
+    (by default the running sandbox's data dir and endpoint); ``server`` may name several
+    URLs of one fleet, comma-separated (it fails over between them)."""
+    from stockade.hosts.client import HostClient
     from stockade.store.db import agent_token
 
     data, running = locate(data_dir)
@@ -209,12 +209,8 @@ def control_plane(server: str | None, data_dir: str | None, database_url: str | 
         or (served["endpoint"] if served else None)
         or config.endpoint()
     )
-    return httpx.Client(
-        base_url=url,
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=30,
-        verify=tls.client_verify(data, url),  # https: the data dir's CA (`serve --tls`)
-    )
+    # https: the data dir's CA (`serve --tls`)
+    return HostClient(url, token, timeout=30, verify=tls.client_verify(data, url.split(",")[0]))
 
 
 def get_json(client, path: str) -> dict:

@@ -20,174 +20,40 @@ and how many attempts in a row have failed.
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import gc
-import ipaddress
 import logging
+import re
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
-from stockade.dataplane.backoff import TRANSPORT, Backoff, RecordError, classify
+from stockade.dataplane.backoff import TRANSPORT, Backoff, classify
+from stockade.dataplane.compile import AUDIT_PREFIX, FROM_INST, QUALIFIED, TO_INST, HostMode
 from stockade.dataplane.nft import Dataplane, Executor, Nft
-from stockade.model import Group, Interface, PrefixList, Rule, State
+from stockade.hosts.client import HostClient
+
+# the wire format lives in stockade.hosts.wire; these names stay importable from here
+from stockade.hosts.wire import (  # noqa: F401
+    View,
+    _group,
+    _group_of,
+    _interface,
+    _interface_of,
+    _prefix_list,
+    decoding,
+    state_from_snapshot,
+)
+from stockade.model import State
 
 log = logging.getLogger(__name__)
 
 MAX_FILL_ROUNDS = 4  # fetches of missing groups per change before a full resync
 DEFAULT_RESYNC_INTERVAL = 300.0  # s between full replacements of the table (0: never)
-
-
-@contextlib.contextmanager
-def decoding(what: str) -> Iterator[None]:
-    """Turn a malformed answer or record into a :class:`RecordError` naming ``what``."""
-    try:
-        yield
-    except RecordError:
-        raise
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
-        detail = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
-        raise RecordError(f"cannot decode {what}: {type(exc).__name__}: {detail}") from exc
-
-
-def _group(g: dict[str, Any]) -> Group:
-    with decoding(f"group {g.get('id') if isinstance(g, dict) else g!r}"):
-        return _group_of(g)
-
-
-def _interface(i: dict[str, Any]) -> Interface:
-    with decoding(f"interface {i.get('id') if isinstance(i, dict) else i!r}"):
-        return _interface_of(i)
-
-
-def _group_of(g: dict[str, Any]) -> Group:
-    return Group(
-        id=g["id"],
-        name=g.get("name", ""),
-        rules=tuple(
-            Rule(
-                group_id=g["id"],
-                egress=r["egress"],
-                protocol=r["protocol"],
-                from_port=r["from_port"] if r["from_port"] is not None else -1,
-                to_port=r["to_port"] if r["to_port"] is not None else -1,
-                cidr=ipaddress.ip_network(r["cidr"]) if r.get("cidr") else None,
-                ref_group_id=r.get("ref_group_id"),
-                prefix_list_id=r.get("prefix_list_id"),
-                rule_id=r.get("id", ""),
-                description=r.get("description", ""),
-            )
-            for r in g["rules"]
-        ),
-    )
-
-
-def _interface_of(i: dict[str, Any]) -> Interface:
-    return Interface(
-        id=i["id"],
-        instance_id=i["instance_id"],
-        host=i["host"],
-        ifname=i["ifname"],
-        private_ipv4=tuple(ipaddress.ip_address(a) for a in i["private_ipv4"]),
-        private_ipv6=tuple(ipaddress.ip_address(a) for a in i.get("private_ipv6", ())),
-        group_ids=tuple(i["group_ids"]),
-    )
-
-
-def _prefix_list(p: dict[str, Any]) -> PrefixList:
-    with decoding(f"prefix list {p.get('id') if isinstance(p, dict) else p!r}"):
-        return PrefixList(p["id"], tuple(ipaddress.ip_network(c) for c in p["cidrs"]))
-
-
-def state_from_snapshot(data: dict[str, Any]) -> State:
-    return State.of(
-        map(_group, data["groups"]),
-        map(_interface, data["interfaces"]),
-        map(_prefix_list, data.get("prefix_lists", ())),
-    )
-
-
-class View:
-    """What one host's agent knows: the groups its table needs and their members.
-
-    ``complete`` names the groups whose rules and whole membership the view holds; a delta
-    carries every touched interface anywhere, so a complete group stays complete. Other
-    hosts' interfaces are kept only while they belong to a complete group.
-    """
-
-    def __init__(self, host: str) -> None:
-        self.host = host
-        self.revision = -1
-        self.groups: dict[str, Group] = {}
-        self.interfaces: dict[str, Interface] = {}
-        self.complete: set[str] = set()
-        self.prefix_lists: dict[str, PrefixList] = {}
-
-    def load(self, data: dict[str, Any]) -> None:
-        """Replace everything with a full snapshot (a :class:`RecordError` if it is
-        malformed; the view is then unchanged)."""
-        with decoding("a snapshot"):
-            groups = {g.id: g for g in map(_group, data["groups"])}
-            interfaces = {i.id: i for i in map(_interface, data["interfaces"])}
-            lists = {p.id: p for p in map(_prefix_list, data.get("prefix_lists", ()))}
-            revision = int(data["revision"])
-        self.groups, self.interfaces, self.prefix_lists = groups, interfaces, lists
-        self.complete = set(self.groups)
-        self.revision = revision
-
-    def merge(self, data: dict[str, Any], *, fill: bool = False) -> None:
-        """Apply a delta (or, with ``fill``, groups fetched with all their members).
-
-        A malformed delta raises :class:`RecordError`, possibly after part of it was
-        merged: the caller must then start again from a snapshot."""
-        with decoding("a delta"):
-            self._merge(data, fill)
-
-    def _merge(self, data: dict[str, Any], fill: bool) -> None:
-        for gid in data.get("deleted_groups", ()):
-            self.groups.pop(gid, None)
-            self.complete.discard(gid)
-        for g in data["groups"]:
-            if fill or g["id"] in self.complete:
-                self.groups[g["id"]] = _group(g)
-                self.complete.add(g["id"])
-        for pid in data.get("deleted_prefix_lists", ()):
-            self.prefix_lists.pop(pid, None)
-        for raw in data.get("prefix_lists", ()):
-            self.prefix_lists[raw["id"]] = _prefix_list(raw)
-        for iid in data.get("gone_interfaces", ()):
-            self.interfaces.pop(iid, None)
-        for raw in data["interfaces"]:
-            iface = _interface(raw)
-            if iface.host == self.host or self.complete.intersection(iface.group_ids):
-                self.interfaces[iface.id] = iface
-            else:
-                self.interfaces.pop(iface.id, None)
-        if not fill:
-            self.revision = max(self.revision, data["revision"])
-
-    def needed(self) -> set[str]:
-        """The groups this host's table depends on: its interfaces' groups and the groups
-        their rules name."""
-        own = {g for i in self.interfaces.values() if i.host == self.host for g in i.group_ids}
-        refs = {
-            r.ref_group_id
-            for gid in own
-            if (group := self.groups.get(gid)) is not None
-            for r in group.rules
-            if r.ref_group_id is not None
-        }
-        return own | refs
-
-    def missing(self) -> set[str]:
-        return self.needed() - self.complete
-
-    def state(self) -> State:
-        return State(self.groups, self.interfaces, self.prefix_lists)
 
 
 @dataclass
@@ -258,17 +124,26 @@ class Agent:
 
     def __init__(
         self,
-        server: str,
+        server: str | Sequence[str],
         token: str,
         host: str,
         *,
+        verify: Any = True,
+        mode: HostMode | None = None,
+        devices: Mapping[str, str] | None = None,
         netns: str | None = None,
         transport: httpx.BaseTransport | None = None,
         executor: Executor | None = None,
         resync_interval: float = DEFAULT_RESYNC_INTERVAL,
         backoff: Backoff | None = None,
     ) -> None:
-        """``executor``: what runs nft command buffers, if not libnftables in ``netns``
+        """``server``: one control-plane URL or several (one fleet: it fails over between
+        them, :class:`~stockade.hosts.client.HostClient`); ``verify``: httpx's (a CA bundle
+        or an ``ssl.SSLContext`` pinning the control plane's CA).
+        ``mode``: enforce on this machine itself (input/output hooks, see
+        :func:`~stockade.dataplane.compile.host_mode`), not a sandbox host's forward hook;
+        ``devices``: interface id -> the machine's device it is enrolled as (``eth0``).
+        ``executor``: what runs nft command buffers, if not libnftables in ``netns``
         (:class:`~stockade.dataplane.fake.FakeNft` lets tests follow the control plane
         without a kernel).
         ``resync_interval``: seconds between full replacements of the table from the view
@@ -277,14 +152,11 @@ class Agent:
         if resync_interval < 0:
             raise ValueError("resync_interval must be 0 (never) or a positive number of seconds")
         self.host = host
-        self.http = httpx.Client(
-            base_url=server,
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=httpx.Timeout(10.0, read=40.0),
-            transport=transport,
-        )
+        self.http = HostClient(server, token, transport=transport, verify=verify)
         self.nft: Executor = executor if executor is not None else Nft(netns)
-        self.dataplane = Dataplane(host, self.nft)
+        self.dataplane = Dataplane(host, self.nft, mode)
+        self.mode = mode
+        self.devices = dict(devices or {})
         self.status = AgentStatus(host, resync_interval_s=resync_interval)
         self.resync_interval = resync_interval
         self.backoff = backoff if backoff is not None else Backoff()
@@ -317,10 +189,42 @@ class Agent:
 
     def report(self) -> None:
         try:
-            body = {**self.status.as_json(), "poll_seconds": self.poll_seconds}
+            body = {
+                **self.status.as_json(),
+                "poll_seconds": self.poll_seconds,
+                "server": self.http.following,
+                "failovers": self.http.failovers,
+            }
+            if self.mode is not None and self.mode.audit:
+                body["would_drop"] = self.would_drop()
             self.http.post(f"/_stockade/v1/hosts/{self.host}/status", json=body)
         except httpx.HTTPError as exc:
             log.debug("status report failed: %s", exc)
+
+    def would_drop(self) -> dict[str, dict[str, int]]:
+        """In audit mode: per enrolled device, the packets the groups would have dropped
+        so far, inbound and outbound (read off the audit rules' counters)."""
+        applied = self.dataplane.applied
+        if applied is None:
+            return {}
+        try:
+            listing = self.nft.run(f"list table {QUALIFIED}")
+        except Exception as exc:  # noqa: BLE001 - a report without counters, not a failure
+            log.debug("reading the audit counters failed: %s", exc)
+            return {}
+        counts = {
+            chain: int(n)
+            for n, chain in re.findall(
+                rf'packets (\d+) bytes \d+ log prefix "{AUDIT_PREFIX} (\S+) "', listing
+            )
+        }
+        out: dict[str, dict[str, int]] = {}
+        for name, direction in ((TO_INST, "in"), (FROM_INST, "out")):
+            found = applied.sets.get(name)
+            for key, verdict in found.elements.items() if found else ():
+                chain = verdict.removeprefix("jump ")
+                out.setdefault(key.strip('"'), {})[direction] = counts.get(chain, 0)
+        return out
 
     # --- enforcing -----------------------------------------------------------------------
 
@@ -351,6 +255,12 @@ class Agent:
     def enforce(self, *, full: bool = False) -> int:
         """Apply the view to the table."""
         state = self.view.state()
+        if self.devices:  # a machine's interfaces are its own devices, not veths
+            interfaces = dict(state.interfaces)
+            for iid, device in self.devices.items():
+                if iid in interfaces:
+                    interfaces[iid] = dataclasses.replace(interfaces[iid], ifname=device)
+            state = State(state.groups, interfaces)
         report = self.dataplane.full_sync(state) if full else self.dataplane.sync(state)
         st = self.status
         st.last_sync_ms = report.seconds * 1000

@@ -183,6 +183,10 @@ class Ruleset:
     sets: Mapping[str, NftSet]
     group_chains: Mapping[str, Chain]
     combo_chains: Mapping[str, Chain]
+    # the base chains and where an egress allow goes on (the sandbox's by default; a
+    # machine's own, on the input and output hooks, from host_mode())
+    base: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: BASE_CHAINS)
+    ingress: tuple[str, ...] = INGRESS_RULES
 
     def __post_init__(self) -> None:
         for name in ("sets", "group_chains", "combo_chains"):
@@ -204,14 +208,106 @@ class Ruleset:
         parts += [c.render() for _, c in sorted(self.group_chains.items())]
         parts += [c.render() for _, c in sorted(self.combo_chains.items())]
         parts += [s.render() for s in sorted(maps, key=lambda s: s.name)]
-        parts.append(Chain(INGRESS_CHAIN, INGRESS_RULES).render())  # after the map it names
-        parts += [Chain(name, rules).render() for name, rules in BASE_CHAINS.items()]
+        parts.append(Chain(INGRESS_CHAIN, self.ingress).render())  # after the map it names
+        parts += [Chain(name, rules).render() for name, rules in self.base.items()]
         body = "".join(f"\t{p}\n" for p in parts)
         return f"table {QUALIFIED} {{\n{body}}}\n"
 
     def full_script(self) -> str:
         """One transaction replacing the whole table (never a moment without filtering)."""
         return f"table {QUALIFIED}\ndelete table {QUALIFIED}\n{self.render()}"
+
+
+INPUT_CHAIN = "input"
+OUTPUT_CHAIN = "output"
+AUDIT_PREFIX = "stockade-audit"
+# never filtered on a machine: neighbour and router discovery (IPv6 needs them to work)
+_ND = (
+    "meta l4proto ipv6-icmp icmpv6 type { nd-router-solicit, nd-router-advert, "
+    "nd-neighbor-solicit, nd-neighbor-advert, nd-redirect } accept"
+)
+_PORT = re.compile(r"(tcp|udp):(\d{1,5})")
+
+
+def failsafe_port(text: str) -> tuple[str, int]:
+    """``"tcp:22"`` -> ("tcp", 22) (a ValueError naming the form otherwise)."""
+    found = _PORT.fullmatch(text.strip().lower())
+    if not found or not 1 <= int(found.group(2)) <= 65535:
+        raise ValueError(f"a failsafe port is tcp:PORT or udp:PORT (1-65535), not {text!r}")
+    return found.group(1), int(found.group(2))
+
+
+@dataclass(frozen=True, slots=True)
+class HostMode:
+    """How a machine enforces its own groups (``stockade agent`` on a joined machine).
+
+    ``failsafe_in``/``failsafe_out``: ("tcp", 22)-style ports that stay open whatever the
+    groups say (Calico's failsafe ports); ``control_plane``: (address, port) of each
+    control-plane server, which the agent can always reach; ``audit``: count and log what
+    the groups would drop (prefix ``stockade-audit``) and accept it."""
+
+    failsafe_in: tuple[tuple[str, int], ...] = ()
+    failsafe_out: tuple[tuple[str, int], ...] = ()
+    control_plane: tuple[tuple[str, int], ...] = ()
+    audit: bool = False
+
+    def base_chains(self) -> dict[str, tuple[str, ...]]:
+        """The machine's base chains: its own traffic on the input and output hooks."""
+        inbound = [
+            "type filter hook input priority filter; policy accept;",
+            'iifname "lo" accept',
+            "ct state established,related accept",
+            "ct state invalid counter drop",
+            _ND,
+            "udp sport 67 udp dport 68 accept",  # DHCP's answers (before an address)
+            "udp sport 547 udp dport 546 accept",  # DHCPv6
+        ]
+        inbound += [f"{proto} dport {port} accept" for proto, port in self.failsafe_in]
+        inbound.append(f"iifname vmap @{TO_INST}")
+        outbound = [
+            "type filter hook output priority filter; policy accept;",
+            'oifname "lo" accept',
+            "ct state established,related accept",
+            "ct state invalid counter drop",
+            _ND,
+            "udp sport 68 udp dport 67 accept",
+            "udp sport 546 udp dport 547 accept",
+        ]
+        for address, port in self.control_plane:
+            family = "ip6" if ":" in address else "ip"
+            outbound.append(f"{family} daddr {address} tcp dport {port} accept")
+        outbound += [f"{proto} dport {port} accept" for proto, port in self.failsafe_out]
+        outbound.append(f"oifname vmap @{FROM_INST}")
+        return {INPUT_CHAIN: tuple(inbound), OUTPUT_CHAIN: tuple(outbound)}
+
+
+def host_mode(ruleset: Ruleset, mode: HostMode) -> Ruleset:
+    """``ruleset`` (compiled for the machine's enrolled interfaces, named by their devices)
+    enforced on the machine itself: the same sets, group and combo chains, with base chains
+    on the ``input`` hook (packets arriving on an enrolled interface: its ingress, through
+    ``to_inst``) and the ``output`` hook (its egress, through ``from_inst``); an egress
+    allow ends in ``accept`` (the destination is another machine). With ``audit`` a combo's
+    final drop counts, logs and accepts."""
+    combos = ruleset.combo_chains
+    if mode.audit:
+        combos = {
+            name: Chain(name, (*chain.rules[:-1], _audit_rule(name)))
+            if chain.rules and chain.rules[-1] == "counter drop"
+            else chain
+            for name, chain in combos.items()
+        }
+    return Ruleset(
+        ruleset.sets,
+        ruleset.group_chains,
+        MappingProxyType(dict(combos)),
+        MappingProxyType(mode.base_chains()),
+        ("accept",),
+    )
+
+
+@functools.lru_cache(maxsize=1 << 12)
+def _audit_rule(chain: str) -> str:
+    return f'counter log prefix "{AUDIT_PREFIX} {chain} " accept'
 
 
 def _comment(rule: Rule) -> str:

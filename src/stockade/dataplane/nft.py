@@ -16,7 +16,14 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from stockade.dataplane.compile import QUALIFIED, Ruleset, compile_host, plan
+from stockade.dataplane.compile import (
+    QUALIFIED,
+    HostMode,
+    Ruleset,
+    compile_host,
+    host_mode,
+    plan,
+)
 from stockade.dataplane.netns import NetnsWorker
 from stockade.model import State
 
@@ -164,14 +171,18 @@ class Dataplane:
     sync if the kernel refuses it (e.g. someone else changed the table).
     """
 
-    def __init__(self, host: str, nft: Executor) -> None:
+    def __init__(self, host: str, nft: Executor, mode: HostMode | None = None) -> None:
+        """``mode``: enforce on the machine itself (input/output hooks), not the sandbox's
+        forward hook."""
         self.host = host
         self.nft = nft
+        self.mode = mode
         self.applied: Ruleset | None = None
         self._pieces: dict[Any, Any] = {}  # compile's cache for this host (see compile.py)
 
     def compile(self, state: State) -> Ruleset:
-        return compile_host(state, self.host, self._pieces)
+        ruleset = compile_host(state, self.host, self._pieces)
+        return ruleset if self.mode is None else host_mode(ruleset, self.mode)
 
     def full_sync(self, state: State) -> SyncReport:
         """Replace the whole table in one transaction."""

@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from stockade.dataplane.agent import DEFAULT_RESYNC_INTERVAL, Agent
 from stockade.dataplane.netns import NetnsWorker
+from stockade.hosts.client import HostClient
+from stockade.hosts.loop import HostLoop
 from stockade.sandbox import guest_ssh, net, plumb
 from stockade.service import images
 
@@ -93,11 +93,7 @@ class HostDaemon:
         self.netns = f"{prefix}h{index}"
         self.uplink_gateway = uplink_gateway
         self.logs = logs
-        self.http = httpx.Client(
-            base_url=server,
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=httpx.Timeout(10.0, read=40.0),
-        )
+        self.http = HostClient(server, token)
         self.agent = Agent(
             server, token, self.name, netns=self.netns, resync_interval=resync_interval
         )
@@ -108,7 +104,9 @@ class HostDaemon:
         self._resolver_factory = resolver
         self._metadata_factory = metadata
         self._servers: list[Any] = []
-        self.revision = 0
+        self.loop = HostLoop(
+            self.http, self.name, _SandboxRuntime(self), lock=self.lock, stop=self._stop
+        )
 
     # --- set-up --------------------------------------------------------------------------
 
@@ -145,72 +143,42 @@ class HostDaemon:
         self.agent.close()
         self.http.close()
 
-    # --- the loop ------------------------------------------------------------------------
+    # --- the runtime the host loop (stockade.hosts.loop) drives ----------------------------
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.reconcile()
-                resp = self.http.get(
-                    "/_stockade/v1/changes",
-                    params={"since": self.revision, "wait": 10, "limit": 1000},
-                )
-                resp.raise_for_status()
-                data = resp.json()
-                for change in data["changes"]:
-                    self._on_change(change)
-                self.revision = max(self.revision, int(data["revision"]))
-            except Exception as exc:  # noqa: BLE001 - keep the host alive
-                if self._stop.is_set():
-                    break
-                log.warning("%s: %s", self.name, exc)
-                self._stop.wait(1.0)
+    def running_ids(self) -> list[str]:
+        return list(self.running)
 
-    def _on_change(self, change: dict[str, Any]) -> None:
+    def update(self, placement: dict[str, Any]) -> None:
+        inst = self.running[placement["instance_id"]]
+        inst.placement = placement
+        self._sync_links(inst)  # interfaces attached or detached since
+
+    def teardown(self, instance_id: str, *, terminated: bool) -> None:
+        inst = self.running.pop(instance_id, None)
+        if inst is not None:
+            self._teardown(inst, terminated=terminated)
+
+    def changed(self, change: dict[str, Any]) -> None:
+        """A reboot (running -> running) restarts the instance's processes."""
         data = change.get("data") or {}
-        if change["kind"] != "instance.state" or data.get("host") != self.name:
+        if change["kind"] != "instance.state":
             return
         if data.get("previous") == "running" and data.get("state") == "running":
-            with self.lock:
-                inst = self.running.get(change["resource_id"])
-                if inst is not None:
-                    self._kill(inst)
-                    self._boot(inst)
+            inst = self.running.get(change["resource_id"])
+            if inst is not None:
+                self._kill(inst)
+                self._boot(inst)
 
     def reconcile(self) -> None:
-        claim = self.http.post(f"/_stockade/v1/hosts/{self.name}/claim", json={"limit": 50})
-        claim.raise_for_status()
-        placed = self.http.get(f"/_stockade/v1/hosts/{self.name}/instances")
-        placed.raise_for_status()
-        wanted = {p["instance_id"]: p for p in placed.json()["instances"]}
-        with self.lock:
-            for iid, p in wanted.items():
-                state = p["state"]
-                if state in ("pending", "running"):
-                    if iid not in self.running:
-                        self._build(p)
-                    else:
-                        self.running[iid].placement = p
-                        self._sync_links(self.running[iid])
-                    if state == "pending":
-                        self._report(iid, "running")
-                elif state in ("stopping", "shutting-down"):
-                    inst = self.running.pop(iid, None)
-                    if inst is not None:
-                        self._teardown(inst, terminated=state == "shutting-down")
-                    self._report(iid, "stopped" if state == "stopping" else "terminated")
-            for iid in [i for i in self.running if i not in wanted]:
-                self._teardown(self.running.pop(iid))
+        self.loop.reconcile()
 
-    def _report(self, instance_id: str, state: str) -> None:
-        r = self.http.post(
-            f"/_stockade/v1/instances/{instance_id}/state",
-            json={"state": state, "host": self.name},
-        )
-        if r.status_code >= 400:
-            log.warning("%s: report %s %s: %s", self.name, instance_id, state, r.text)
+    def _loop(self) -> None:
+        self.loop.run()
 
     # --- instances -----------------------------------------------------------------------
+
+    def build(self, p: dict[str, Any]) -> None:
+        self._build(p)
 
     def _build(self, p: dict[str, Any]) -> None:
         iid = p["instance_id"]
@@ -343,6 +311,28 @@ class HostDaemon:
                 if inst.private_ip == ip or any(ip in k.ipv4 for k in inst.links.values()):
                     return inst
         return None
+
+
+class _SandboxRuntime:
+    """The sandbox host as a :class:`~stockade.hosts.loop.Runtime` (namespaces)."""
+
+    def __init__(self, host: HostDaemon) -> None:
+        self.host = host
+
+    def running(self) -> list[str]:
+        return self.host.running_ids()
+
+    def build(self, placement: dict[str, Any]) -> None:
+        self.host.build(placement)
+
+    def update(self, placement: dict[str, Any]) -> None:
+        self.host.update(placement)
+
+    def teardown(self, instance_id: str, *, terminated: bool) -> None:
+        self.host.teardown(instance_id, terminated=terminated)
+
+    def changed(self, change: dict[str, Any]) -> None:
+        self.host.changed(change)
 
 
 instance_link_sysctls = plumb.host_sysctls
