@@ -1136,20 +1136,26 @@ def unassign_private_ip_addresses(ctx: Ctx, p: Params) -> Result:
             "InvalidParameterValue",
             f"The primary private IP address {eni.private_ip} of {eni.id} cannot be unassigned.",
         )
+    _unassign(ctx, eni.id, "secondary_ips", current, wanted)
+    return {}
+
+
+def _unassign(ctx: Ctx, eni_id: str, column: str, current: list[str], wanted: list[str]) -> None:
+    """Take ``wanted`` out of the interface's ``column`` of addresses (all of them must be
+    assigned to it: otherwise EC2's error, and nothing changes)."""
     missing = [w for w in wanted if w not in current]
     if missing:
         raise ApiError(
             "InvalidParameterValue",
-            f"Some of the specified addresses are not assigned to interface {eni.id}: "
+            f"Some of the specified addresses are not assigned to interface {eni_id}: "
             + ", ".join(missing[:5]),
         )
     ctx.conn.execute(
         update(schema.network_interfaces)
-        .where(N.id == eni.id)
-        .values(secondary_ips=[ip for ip in current if ip not in wanted])
+        .where(N.id == eni_id)
+        .values({column: [a for a in current if a not in wanted]})
     )
-    _log_addresses(ctx, eni.id)
-    return {}
+    _log_addresses(ctx, eni_id)
 
 
 @action("AssignIpv6Addresses", write=True)
@@ -1189,20 +1195,7 @@ def unassign_ipv6_addresses(ctx: Ctx, p: Params) -> Result:
             ) from None
     if not wanted:
         raise ApiError("MissingParameter", "The request must contain the parameter Ipv6Addresses")
-    current = ipv6_of(eni)
-    missing = [w for w in wanted if w not in current]
-    if missing:
-        raise ApiError(
-            "InvalidParameterValue",
-            f"Some of the specified addresses are not assigned to interface {eni.id}: "
-            + ", ".join(missing[:5]),
-        )
-    ctx.conn.execute(
-        update(schema.network_interfaces)
-        .where(N.id == eni.id)
-        .values(ipv6_addresses=[a for a in current if a not in wanted])
-    )
-    _log_addresses(ctx, eni.id)
+    _unassign(ctx, eni.id, "ipv6_addresses", ipv6_of(eni), wanted)
     return {"network_interface_id": eni.id, "unassigned_ipv6_addresses": wanted}
 
 
