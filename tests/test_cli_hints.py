@@ -155,7 +155,7 @@ def test_the_makefile_says_what_it_installs(tmp_path):
     assert steps == [
         "[1/3] creating the Python environment in .venv/ (a few seconds)",
         "[2/3] updating pip (a few seconds)",
-        "[3/3] installing Stockade and its Python packages (about 30 s the first time)",
+        "[3/3] installing Stockade and its Python packages (about a minute the first time)",
     ]
     assert "installing the Python packages failed (see above); is PyPI reachable?" in ran.stdout
     assert not (tmp_path / ".venv" / ".installed").exists()
