@@ -92,6 +92,36 @@ def run_alone(run: Callable[..., Section], description: str | None) -> None:
     section.write()
 
 
+def create_tier_groups(ec2: Any, count: int, cidr: Callable[[int, int], str]) -> list[str]:
+    """``count`` groups ``tier-0``..., each with 10 ingress rules: tcp 1000-1005 from the
+    CIDRs ``cidr(group, k)`` names and tcp 2000-2003 from the next four tiers (the layout the
+    propagation and explain benchmarks measure at)."""
+    groups = [
+        ec2.create_security_group(GroupName=f"tier-{g}", Description="tier")["GroupId"]
+        for g in range(count)
+    ]
+    for g, gid in enumerate(groups):
+        perms = [
+            {
+                "IpProtocol": "tcp",
+                "FromPort": 1000 + k,
+                "ToPort": 1000 + k,
+                "IpRanges": [{"CidrIp": cidr(g, k)}],
+            }
+            for k in range(6)
+        ] + [
+            {
+                "IpProtocol": "tcp",
+                "FromPort": 2000 + k,
+                "ToPort": 2000 + k,
+                "UserIdGroupPairs": [{"GroupId": groups[(g + k + 1) % count]}],
+            }
+            for k in range(4)
+        ]
+        ec2.authorize_security_group_ingress(GroupId=gid, IpPermissions=perms)
+    return groups
+
+
 def table(title: str, *columns: str) -> Table:
     """A rich table whose first column is left-aligned and the others right-aligned."""
     t = Table(title=title, title_justify="left")

@@ -24,6 +24,7 @@ from common import (
     BIN,
     Section,
     Summary,
+    create_tier_groups,
     fmt,
     percentile,
     ratio,
@@ -41,29 +42,7 @@ GOAL_MS = 150
 
 def _layout(ec2: Any, progress: Any, task: Any, count: int = GROUPS) -> list[str]:
     """``count`` groups of 10 rules and 10 instances in each (100: 1,000 instances)."""
-    groups = [
-        ec2.create_security_group(GroupName=f"tier-{g}", Description="bench")["GroupId"]
-        for g in range(count)
-    ]
-    for g, gid in enumerate(groups):
-        perms = [
-            {
-                "IpProtocol": "tcp",
-                "FromPort": 1000 + k,
-                "ToPort": 1000 + k,
-                "IpRanges": [{"CidrIp": f"203.0.{k}.0/24"}],
-            }
-            for k in range(6)
-        ] + [
-            {
-                "IpProtocol": "tcp",
-                "FromPort": 2000 + k,
-                "ToPort": 2000 + k,
-                "UserIdGroupPairs": [{"GroupId": groups[(g + k + 1) % count]}],
-            }
-            for k in range(4)
-        ]
-        ec2.authorize_security_group_ingress(GroupId=gid, IpPermissions=perms)
+    groups = create_tier_groups(ec2, count, lambda g, k: f"203.0.{k}.0/24")
     ids: list[str] = []
     for g, gid in enumerate(groups):
         out = ec2.run_instances(

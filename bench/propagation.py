@@ -42,6 +42,7 @@ from common import (
     Stockade,
     Summary,
     console,
+    create_tier_groups,
     fmt,
     percentile,
     ratio,
@@ -128,29 +129,7 @@ def build(server: Stockade, n: int, host: str) -> Lab:
     ec2 = server.client()
     http = server.http()
     tiers = max(2, n // 10)
-    groups = [
-        ec2.create_security_group(GroupName=f"tier-{g}", Description="tier")["GroupId"]
-        for g in range(tiers)
-    ]
-    for g, gid in enumerate(groups):
-        perms = [
-            {
-                "IpProtocol": "tcp",
-                "FromPort": 1000 + k,
-                "ToPort": 1000 + k,
-                "IpRanges": [{"CidrIp": f"10.{(g + k) % 250}.{k}.0/24"}],
-            }
-            for k in range(6)
-        ] + [
-            {
-                "IpProtocol": "tcp",
-                "FromPort": 2000 + k,
-                "ToPort": 2000 + k,
-                "UserIdGroupPairs": [{"GroupId": groups[(g + k + 1) % tiers]}],
-            }
-            for k in range(4)
-        ]
-        ec2.authorize_security_group_ingress(GroupId=gid, IpPermissions=perms)
+    groups = create_tier_groups(ec2, tiers, lambda g, k: f"10.{(g + k) % 250}.{k}.0/24")
     target = ec2.create_security_group(GroupName="target", Description="probed")["GroupId"]
     joiner = ec2.create_security_group(GroupName="joiner", Description="joins")["GroupId"]
     ec2.authorize_security_group_ingress(
