@@ -1,45 +1,34 @@
 """The EC2 actions the API serves, in one explicit list of service modules.
 
-A new service module is added to :data:`SERVICES`; its handlers are those marked with
-``@action(...)`` (service/common.py). Nothing is registered by importing a module: the
+A new service module is added to :data:`SERVICE_MODULES` (by name); its handlers are those
+marked with ``@action(...)`` (service/common.py). Nothing is registered by importing a module: the
 table :data:`ACTIONS` is built here, from this list, once.
 """
 
 from __future__ import annotations
 
+import importlib
 from types import ModuleType
 
-from stockade.service import (
-    addresses,
-    groups,
-    images,
-    insights,
-    instance_options,
-    instance_types,
-    instances,
-    interfaces,
-    ipv6,
-    keypairs,
-    meta,
-    prefixlists,
-    vpcs,
-)
 from stockade.service.common import ACTIONS, Action, actions_of
 
-SERVICES: tuple[ModuleType, ...] = (
-    addresses,
-    groups,
-    images,
-    insights,
-    instance_options,
-    instance_types,
-    instances,
-    interfaces,
-    ipv6,
-    keypairs,
-    meta,
-    prefixlists,
-    vpcs,
+SERVICE_MODULES = (
+    "addresses",
+    "groups",
+    "images",
+    "insights",
+    "instance_options",
+    "instance_types",
+    "instances",
+    "interfaces",
+    "ipv6",
+    "keypairs",
+    "meta",
+    "prefixlists",
+    "vpcs",
+)
+SERVICES: tuple[ModuleType, ...] = tuple(
+    importlib.import_module(f"stockade.service.{name}") for name in SERVICE_MODULES
 )
 
 
