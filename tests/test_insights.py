@@ -470,6 +470,23 @@ def test_explain_cli_ends_words_and_exit_codes(srv):
     assert out.returncode == 2 and "stockade env" in out.stderr
 
 
+def test_explain_private_addresses_in_the_accounts_vpcs_name_instances(srv):
+    """A private address inside one of the account's VPCs (default or created, primary or
+    secondary block) names an instance there, so one nobody holds is an error; a private
+    address outside every VPC of the account is an outside host."""
+    acct = srv.account()
+    ec2 = srv.client(acct)
+    vpc = ec2.create_vpc(CidrBlock="10.123.0.0/16")["Vpc"]["VpcId"]
+    ec2.associate_vpc_cidr_block(VpcId=vpc, CidrBlock="10.124.0.0/16")
+    inst = _launch(ec2, _group(ec2, "vpc-ends"))
+    for nobody in ("172.31.250.9", "10.123.0.9", "10.124.7.7"):
+        out = _explain(srv, acct, "--from", nobody, "--to", inst["InstanceId"], "--port", "22")
+        assert out.returncode == 2, (nobody, out.stdout, out.stderr)
+        assert f"no live instance of this account has the private address {nobody}" in out.stderr
+    out = _explain(srv, acct, "--from", "10.125.0.9", "--to", inst["InstanceId"], "--port", "22")
+    assert out.returncode == 1 and "10.125.0.9 (outside)" in out.stdout, out.stderr
+
+
 # --- the edge, on model values ---------------------------------------------------------------
 
 

@@ -25,6 +25,7 @@ from stockade.model import (
     ICMPV6,
     Interface,
     IPAddress,
+    IPNetwork,
     Rule,
     State,
     has_ports,
@@ -59,6 +60,7 @@ class Network:
     vpc_of: Mapping[str, str] = field(default_factory=dict)  # interface -> VPC
     subnet_of: Mapping[str, str] = field(default_factory=dict)  # interface -> subnet
     gateways: Mapping[str, str] = field(default_factory=dict)  # internet gateway -> VPC
+    vpc_cidrs: tuple[IPNetwork, ...] = ()  # the account's VPCs' blocks, IPv4 and IPv6
 
     def interface(self, iface_id: str) -> Interface | None:
         if iface_id not in self.owned:
@@ -145,7 +147,7 @@ def resolve_end(net: Network, text: str, *, address: str | None = None) -> End:
 
 
 def _in_any_vpc(net: Network, addr: IPAddress) -> bool:
-    return addr in ipaddress.ip_network("172.31.0.0/16") if addr.version == 4 else False
+    return any(addr.version == block.version and addr in block for block in net.vpc_cidrs)
 
 
 def _is_address(value: str) -> bool:

@@ -176,6 +176,18 @@ def account_network(conn: Connection, account_id: str, region: str) -> Network:
             )
         ).scalars()
     }
+    blocks = [
+        *conn.execute(
+            select(vpc.cidr).where(vpc.account_id == account_id, vpc.region == region)
+        ).scalars(),
+        *conn.execute(
+            select(schema.cidr_blocks.c.cidr).where(
+                schema.cidr_blocks.c.account_id == account_id,
+                schema.cidr_blocks.c.region == region,
+                schema.cidr_blocks.c.resource_id.like("vpc-%"),
+            )
+        ).scalars(),
+    ]
     return Network(
         State.of(groups, interfaces),
         owned=frozenset(own_ids),
@@ -184,6 +196,7 @@ def account_network(conn: Connection, account_id: str, region: str) -> Network:
         vpc_of={row.id: row.vpc_id for row in own_rows},
         subnet_of={row.id: row.subnet_id for row in own_rows},
         gateways=gateways,
+        vpc_cidrs=tuple(ipaddress.ip_network(b, strict=False) for b in blocks),
     )
 
 
